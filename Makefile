@@ -1,0 +1,32 @@
+# Two commands do all the set-up: `make run` and `make test`.
+# Each (re)creates .venv when it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/mnist1d_imp.yaml
+ARGS ?=
+
+.PHONY: run test test-slow bench venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/ltc imp --config $(CONFIG) $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -m slow $(ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/ltc bench --quick $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

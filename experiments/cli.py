@@ -1,0 +1,42 @@
+"""`ltc`: the lottery-channels command line. `ltc <command> --help` lists each command's flags."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from lth.errors import LTCError
+
+COMMANDS = {
+    "imp": ("experiments.recipes.imp", "run IMP with controls and spectra (the default experiment)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: ltc <command> [--config FILE] [--key.sub value ...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a command's `main(argv)`; user errors become one line on stderr and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"ltc: error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except LTCError as exc:
+        print(f"ltc {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ltc {name}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""MNIST-1D (Greydanus 2020): 40-sample 1-D digit signals, 10 classes, built procedurally (no download)."""
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lth.errors import LTCError
+
+
+class MNIST1DDataModule(pl.LightningDataModule):
+    """The standard MNIST-1D set (4000 train / 1000 test at the defaults), split train/val by `seed`.
+
+    Args:
+        batch_size: training batch size (evaluation uses the whole split at once).
+        val_size: examples held out of the official training split for validation.
+        num_samples: total examples generated (80% train, 20% test, as in MNIST-1D).
+        data_seed: seed of the procedural generator (42 = the published data set).
+        seed: seed of the train/val split.
+        probe_size: validation examples used as the fixed probe set for spectra.
+    """
+
+    num_classes = 10
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        val_size: int = 500,
+        num_samples: int = 5000,
+        data_seed: int = 42,
+        seed: int = 0,
+        probe_size: int = 500,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise LTCError(f"data batch_size must be >= 1, got {batch_size}")
+        train_n = int(0.8 * num_samples)
+        if not 0 < val_size < train_n:
+            raise LTCError(f"val_size must be in (0, {train_n}) for num_samples={num_samples}, got {val_size}")
+        self.batch_size, self.val_size, self.num_samples = batch_size, val_size, num_samples
+        self.data_seed, self.seed, self.probe_size, self.num_workers = data_seed, seed, probe_size, num_workers
+        self.input_shape = (40,)
+        self._splits: dict[str, TensorDataset] | None = None
+
+    def _build(self) -> dict[str, TensorDataset]:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples, args.seed = self.num_samples, self.data_seed
+        raw = make_dataset(args)
+        x = torch.as_tensor(np.asarray(raw["x"]), dtype=torch.float32)
+        y = torch.as_tensor(np.asarray(raw["y"]), dtype=torch.long)
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+        x_test = torch.as_tensor(np.asarray(raw["x_test"]), dtype=torch.float32)
+        y_test = torch.as_tensor(np.asarray(raw["y_test"]), dtype=torch.long)
+        return {
+            "train": TensorDataset(x[train_idx], y[train_idx]),
+            "val": TensorDataset(x[val_idx], y[val_idx]),
+            "test": TensorDataset(x_test, y_test),
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            self._splits = self._build()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        data = self._splits[split]
+        size = self.batch_size if shuffle else len(data)
+        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(data, batch_size=size, shuffle=shuffle, generator=gen, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def probe_inputs(self, n: int | None = None) -> torch.Tensor:
+        """A fixed batch of validation inputs (the first `probe_size`), for spectra."""
+        self.setup()
+        return self._splits["val"].tensors[0][: n or self.probe_size]

@@ -1,0 +1,156 @@
+"""`ltc imp`: iterative magnitude pruning with controls and spectra, into one run directory."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import yaml
+from jsonargparse import ArgumentParser, Namespace
+from rich.console import Console
+from rich.table import Table
+
+from experiments.config import add_lightning_sections, base_parser, default_run_dir, identity, instantiate, parse
+from experiments.settings import TrainerConfig, WandbConfig
+from experiments.tasks.base import Task
+from lth import rundir
+from lth.errors import LTCError
+from lth.imp import IMPDriver, ImpConfig, Job
+from lth.rundir import config_hash
+
+console = Console(highlight=False)
+
+
+def build_parser() -> ArgumentParser:
+    parser = base_parser("ltc imp", "Iterative magnitude pruning with rewinding, controls and spectra.")
+    parser.add_argument("--experiment", type=str, default="imp", help="experiment name (W&B group prefix, run dir name)")
+    parser.add_argument("--run_dir", type=str | None, default=None,
+                        help="the experiment's directory (default runs/<experiment>-<hash8>)")
+    parser.add_argument("--force", type=bool, default=False,
+                        help="replace a run dir that belongs to another config (the old one is moved to DIR.old)")
+    parser.add_argument("--seed_everything", type=int, default=0, help="seed of init, data order and controls")
+    add_lightning_sections(parser, Task)
+    parser.add_class_arguments(TrainerConfig, "trainer")
+    parser.add_class_arguments(ImpConfig, "imp")
+    parser.add_class_arguments(WandbConfig, "wandb")
+    return parser
+
+
+def quiet_libraries() -> None:
+    """Keep the console to the bars and one line per level."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+class LightningEnvironment:
+    """Builds tasks, loggers and callbacks for `IMPDriver` from a parsed config."""
+
+    def __init__(self, parser: ArgumentParser, cfg: Namespace, run_dir: Path, experiment_id: str) -> None:
+        self.cfg, self.run_dir, self.experiment_id = cfg, run_dir, experiment_id
+        self.seed = cfg.seed_everything
+        built = instantiate(parser, cfg)
+        self.datamodule: pl.LightningDataModule = built.data
+        self.trainer_kwargs = built.trainer.kwargs()
+        self.wandb: WandbConfig = built.wandb
+        self.wandb_mode = self.wandb.resolved_mode()
+        self._task_parser = ArgumentParser(exit_on_error=False)
+        self._task_parser.add_subclass_arguments(Task, "model")
+
+    def make_task(self) -> Task:
+        return self._task_parser.instantiate_classes(Namespace(model=self.cfg.model)).model
+
+    def make_callbacks(self, job: Job) -> list[pl.Callback]:
+        return []
+
+    def make_logger(self, job: Job):
+        if self.wandb_mode == "disabled":
+            return None
+        from pytorch_lightning.loggers import WandbLogger
+
+        return WandbLogger(
+            project=self.wandb.project, entity=self.wandb.entity, group=self.experiment_id,
+            job_type="level" if job.branch is None else f"branch:{job.branch}",
+            name=f"{self.experiment_id}/{job.name}", save_dir=str(self.run_dir), mode=self.wandb_mode,
+            tags=list(self.wandb.tags), config={"job": job.name, **self.cfg.clone().as_dict()},
+        )
+
+    def finish_logger(self, logger) -> None:
+        import wandb
+
+        wandb.finish()
+
+    def report(self, job: Job, metrics: dict, skipped: bool) -> None:
+        acc = metrics["test"].get("test/acc", float("nan"))
+        note = "done earlier" if skipped else f"{metrics['train_time_s']:.1f} s"
+        console.print(f"[bold]{job.name:<26}[/bold] {100 * metrics['density']:6.2f}% remaining   "
+                      f"test acc {acc:.4f}   ({note})")
+
+
+def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: bool) -> None:
+    """Create the run dir and its config.yaml, refusing one that belongs to another config."""
+    config_path = run_dir / "config.yaml"
+    wanted = config_hash(identity(cfg))
+    if config_path.exists():
+        try:
+            stored = parse(parser, ["--config", str(config_path)])
+            existing = config_hash(identity(stored))
+        except LTCError:
+            existing = "unreadable"
+        if existing != wanted:
+            if not force:
+                raise LTCError(f"{run_dir} holds a run of another config (hash {existing}, this one {wanted}); "
+                               "pick another --run_dir, or pass --force to replace it")
+            backup = run_dir.with_name(run_dir.name + ".old")
+            shutil.rmtree(backup, ignore_errors=True)
+            run_dir.rename(backup)
+            console.print(f"--force: moved the old run to {backup}")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise LTCError(f"{run_dir} exists, is not empty and has no config.yaml; pick another --run_dir or pass --force")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(run_dir, os.W_OK):
+        raise LTCError(f"run dir {run_dir} is not writable; pick another --run_dir")
+    text = parser.dump(cfg, skip_none=False)
+    rundir.write_text(config_path, text)
+
+
+def print_table(results: dict[str, dict], levels: int, branches: list[str]) -> None:
+    table = Table(title="IMP levels (test accuracy)")
+    table.add_column("level", justify="right")
+    table.add_column("% remaining", justify="right")
+    table.add_column("ticket", justify="right")
+    for branch in branches:
+        table.add_column(branch, justify="right")
+    for level in range(levels + 1):
+        main = results.get(f"level_{level:02d}")
+        if main is None:
+            continue
+        row = [str(level), f"{100 * main['density']:.1f}", f"{main['test'].get('test/acc', float('nan')):.4f}"]
+        for branch in branches:
+            res = results.get(f"{branch}/level_{level:02d}")
+            row.append(f"{res['test'].get('test/acc', float('nan')):.4f}" if res else "-")
+        table.add_row(*row)
+    console.print(table)
+
+
+def main(argv: list[str]) -> int:
+    quiet_libraries()
+    parser = build_parser()
+    cfg = parse(parser, argv)
+    experiment_id = f"{cfg.experiment}-{config_hash(identity(cfg))}"
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg.experiment, cfg)
+    imp_cfg = ImpConfig(**vars(cfg.imp))
+    imp_cfg.validate(cfg.trainer.max_steps)
+    env = LightningEnvironment(parser, cfg, run_dir, experiment_id)
+    prepare_run_dir(run_dir, cfg, parser, cfg.force)
+    console.print(f"run dir: {run_dir}   experiment: {experiment_id}   W&B: {env.wandb_mode}")
+    results = IMPDriver(run_dir, imp_cfg, env).run()
+    print_table(results, imp_cfg.levels, imp_cfg.branches)
+    if env.wandb_mode == "offline":
+        console.print(f"W&B offline runs are in {run_dir / 'wandb'}; upload with `wandb sync {run_dir / 'wandb'}/offline-run-*`")
+    return 0

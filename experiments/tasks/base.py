@@ -1,0 +1,80 @@
+"""The LightningModule shape every task shares: a wrapped `net` (the thing IMP prunes) and its optimiser.
+
+IMP builds a fresh task per level, so the optimiser and scheduler are fresh too. Mask keys are
+parameter names of `task.net` (e.g. `layers.0.weight`), never of the wrapper.
+"""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lth.errors import LTCError
+
+
+class Task(pl.LightningModule):
+    """Base task: holds `net`, builds the optimiser and an optional warm-up + cosine schedule.
+
+    Args:
+        net: the network to train and prune.
+        optimizer: `adam`, `adamw` or `sgd`.
+        lr: learning rate.
+        weight_decay: L2 (sgd, adam) or decoupled (adamw) weight decay.
+        momentum: SGD momentum.
+        scheduler: `constant` or `cosine` (cosine decays to 0 at `trainer.max_steps`).
+        warmup_steps: linear warm-up length in optimiser steps.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        scheduler: str = "constant",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        if optimizer not in ("adam", "adamw", "sgd"):
+            raise LTCError(f"unknown optimizer {optimizer!r}: use adam, adamw or sgd")
+        if scheduler not in ("constant", "cosine"):
+            raise LTCError(f"unknown scheduler {scheduler!r}: use constant or cosine")
+        if lr <= 0:
+            raise LTCError(f"lr must be positive, got {lr}")
+        self.net = net
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.scheduler_name = scheduler
+        self.warmup_steps = warmup_steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "adamw":
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.scheduler_name == "constant" and self.warmup_steps == 0:
+            return opt
+        total = max(int(self.trainer.max_steps or 0), 1) if self.trainer else 1
+        warmup, cosine = self.warmup_steps, self.scheduler_name == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not cosine:
+                return 1.0
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

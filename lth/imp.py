@@ -1,0 +1,306 @@
+"""The iterative magnitude pruning driver (Frankle & Carbin 2019; rewinding: Frankle et al. 2020).
+
+Level 0 trains the dense network from theta_0 and captures theta_k at step k (k = 0: theta_0).
+Level L prunes `prune_fraction` of the weights that survived level L-1, using level L-1's
+*trained* magnitudes, rewinds the survivors to theta_k and trains again with a fresh task
+(fresh optimiser and scheduler): one `Trainer.fit` per level. After each level its control
+branches run on the same sparsity. Everything lands in the run directory (see DESIGN.md);
+levels with a `DONE` manifest are skipped, an unfinished one resumes from its last checkpoint.
+
+The driver knows nothing of data, models or W&B: an `Environment` supplied by the caller
+builds tasks, trainers' extra callbacks and loggers.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pytorch_lightning as pl
+import torch
+
+from lth import rundir
+from lth.controls import random_mask_like, shuffle_within_tensors
+from lth.enforce import MaskCallback
+from lth.errors import LTCError
+from lth.masks import Mask, density, full_mask, layer_density, load_mask, save_mask, validate_mask
+from lth.pruning import check_fraction, magnitude_prune, resolve_rates, select_prunable
+
+BRANCHES = ("random_reinit", "random_prune", "shuffle")
+
+
+@dataclass
+class ImpConfig:
+    """How tickets are found.
+
+    Args:
+        levels: pruning levels after the dense level 0 (the run has levels 0..levels).
+        prune_fraction: fraction of the *remaining* prunable weights removed at each level.
+        rewind_step: k, the optimiser step whose weights survivors are rewound to (0 = init).
+        strategy: `global` (one magnitude threshold across tensors) or `layerwise`.
+        rate_overrides: glob pattern -> rate, pruned layerwise at that rate (e.g. `out.*: 0.1`).
+        include: glob patterns of extra parameters to prune (biases, embeddings...).
+        ignore: glob patterns of default-prunable parameters to leave dense.
+        branches: controls run at each pruned level: random_reinit, random_prune, shuffle.
+        branch_levels: levels at which the branches run (default: every pruned level).
+        checkpoint_every_n_steps: how often an unfinished level saves a resumable checkpoint.
+    """
+
+    levels: int = 5
+    prune_fraction: float = 0.2
+    rewind_step: int = 0
+    strategy: str = "global"
+    rate_overrides: dict[str, float] = field(default_factory=dict)
+    include: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    branches: list[str] = field(default_factory=lambda: list(BRANCHES))
+    branch_levels: list[int] | None = None
+    checkpoint_every_n_steps: int = 200
+
+    def validate(self, max_steps: int) -> None:
+        if self.levels < 0:
+            raise LTCError(f"imp.levels must be >= 0, got {self.levels}")
+        check_fraction(self.prune_fraction, "imp.prune_fraction")
+        if self.rewind_step < 0:
+            raise LTCError(f"imp.rewind_step must be >= 0, got {self.rewind_step}")
+        if max_steps <= 0:
+            raise LTCError("trainer.max_steps must be set (> 0): IMP levels are measured in optimiser steps")
+        if self.rewind_step > max_steps:
+            raise LTCError(f"imp.rewind_step={self.rewind_step} is beyond the training length "
+                           f"trainer.max_steps={max_steps}; choose a step in [0, {max_steps}]")
+        unknown = [b for b in self.branches if b not in BRANCHES]
+        if unknown:
+            raise LTCError(f"unknown branch {unknown[0]!r}: use any of {list(BRANCHES)}")
+        bad = [lvl for lvl in self.branch_levels or [] if not 1 <= lvl <= self.levels]
+        if bad:
+            raise LTCError(f"imp.branch_levels {bad} outside the pruned levels 1..{self.levels}")
+        if self.checkpoint_every_n_steps < 1:
+            raise LTCError("imp.checkpoint_every_n_steps must be >= 1")
+
+
+@dataclass
+class Job:
+    """One training run: a level of the main line or of a branch."""
+
+    level: int
+    branch: str | None
+    dir: Path
+    mask: Mask
+
+    @property
+    def name(self) -> str:
+        return f"level_{self.level:02d}" if self.branch is None else f"{self.branch}/level_{self.level:02d}"
+
+
+class Environment(Protocol):
+    """What the driver needs from the experiment: all of it seeded by `seed`."""
+
+    seed: int
+    datamodule: pl.LightningDataModule
+    trainer_kwargs: dict
+
+    def make_task(self) -> pl.LightningModule:
+        """A fresh task with a `net` attribute, randomly initialised from the current RNG state."""
+
+    def make_callbacks(self, job: Job) -> list[pl.Callback]:
+        """Extra callbacks for this job (spectra, progress...)."""
+
+    def make_logger(self, job: Job):
+        """A Lightning logger for this job, or None."""
+
+    def finish_logger(self, logger) -> None:
+        """Close the job's logger (one W&B run per job, finished before the next)."""
+
+    def report(self, job: Job, metrics: dict, skipped: bool) -> None:
+        """Called once per job when it is finished (or found finished)."""
+
+
+class RewindCapture(pl.Callback):
+    """Saves the net's state at optimiser step k as the run's `rewind.safetensors`."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        self.step, self.path = step, path
+
+    def _capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step == self.step and not self.path.exists() and trainer.is_global_zero:
+            rundir.save_tensors(self.path, pl_module.net.state_dict())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._capture(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._capture(trainer, pl_module)
+
+
+class AtomicCheckpoint(pl.Callback):
+    """Every n optimiser steps, save a full Lightning checkpoint to `last.ckpt` by rename."""
+
+    def __init__(self, path: Path, every_n_steps: int) -> None:
+        self.path, self.every = path, every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0 and trainer.global_step < (trainer.max_steps or 0):
+            trainer.save_checkpoint(self.path.with_suffix(".tmp"))
+            if trainer.is_global_zero:
+                self.path.with_suffix(".tmp").replace(self.path)
+
+
+class EvalRecorder(pl.Callback):
+    """Collects every validation result with its step, for `metrics.json`."""
+
+    def __init__(self) -> None:
+        self.evaluations: list[dict] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.evaluations.append({"step": trainer.global_step, **values})
+
+
+def _prunable_state(state: dict[str, torch.Tensor], mask: Mask) -> dict[str, torch.Tensor]:
+    """`state` with every masked tensor multiplied by its mask."""
+    out = dict(state)
+    for name, m in mask.items():
+        out[name] = state[name] * m.to(state[name].dtype)
+    return out
+
+
+class IMPDriver:
+    """Runs levels 0..L and their branches inside `run_dir`, resuming where it stopped."""
+
+    def __init__(self, run_dir: Path, config: ImpConfig, env: Environment) -> None:
+        self.run_dir, self.cfg, self.env = Path(run_dir), config, env
+        self.cfg.validate(int(env.trainer_kwargs.get("max_steps") or 0))
+        self.results: dict[str, dict] = {}
+
+    # ---- weights -------------------------------------------------------------------------
+    def _theta0(self) -> dict[str, torch.Tensor]:
+        path = self.run_dir / "init.safetensors"
+        if not path.exists():
+            pl.seed_everything(self.env.seed, verbose=False)
+            rundir.save_tensors(path, self.env.make_task().net.state_dict())
+        return rundir.load_tensors(path)
+
+    def _theta_k(self) -> dict[str, torch.Tensor]:
+        if self.cfg.rewind_step == 0:
+            return self._theta0()
+        path = self.run_dir / "rewind.safetensors"
+        if not path.exists():
+            raise LTCError(f"{path} is missing although level 0 is finished; delete level_00 to recompute it")
+        return rundir.load_tensors(path)
+
+    def _trained(self, directory: Path) -> dict[str, torch.Tensor]:
+        return rundir.load_tensors(rundir.verify(directory, "weights.safetensors"))
+
+    def _prunable_names(self) -> list[str]:
+        net = self.env.make_task().net
+        names = select_prunable(net, self.cfg.include, self.cfg.ignore)
+        resolve_rates(names, self.cfg.prune_fraction, self.cfg.rate_overrides)  # fail early on bad patterns
+        return names
+
+    # ---- masks ---------------------------------------------------------------------------
+    def _level_mask(self, level: int, names: list[str]) -> Mask:
+        if level == 0:
+            return full_mask(self.env.make_task().net, names)
+        prev = self.run_dir / f"level_{level - 1:02d}"
+        prev_mask = load_mask(rundir.verify(prev, "mask.safetensors"))
+        return magnitude_prune(self._trained(prev), prev_mask, self.cfg.prune_fraction,
+                               self.cfg.strategy, self.cfg.rate_overrides)
+
+    # ---- running -------------------------------------------------------------------------
+    def run(self) -> dict[str, dict]:
+        names = self._prunable_names()
+        self._theta0()
+        branch_levels = self.cfg.branch_levels or list(range(1, self.cfg.levels + 1))
+        for level in range(self.cfg.levels + 1):
+            job_dir = self.run_dir / f"level_{level:02d}"
+            if rundir.is_done(job_dir):
+                self._skip(Job(level, None, job_dir, load_mask(rundir.verify(job_dir, "mask.safetensors"))))
+            else:
+                mask = self._level_mask(level, names)
+                start = None if level == 0 else _prunable_state(self._theta_k(), mask)
+                self._train(Job(level, None, job_dir, mask), start)
+            if level in branch_levels:
+                for branch in self.cfg.branches:
+                    self._run_branch(branch, level)
+        return self.results
+
+    def _run_branch(self, branch: str, level: int) -> None:
+        job_dir = self.run_dir / "branches" / branch / f"level_{level:02d}"
+        if rundir.is_done(job_dir):
+            self._skip(Job(level, branch, job_dir, load_mask(rundir.verify(job_dir, "mask.safetensors"))))
+            return
+        ticket = load_mask(rundir.verify(self.run_dir / f"level_{level:02d}", "mask.safetensors"))
+        gen = torch.Generator().manual_seed(self.env.seed * 1000 + level)
+        theta_k = self._theta_k()
+        if branch == "random_reinit":
+            pl.seed_everything(self.env.seed + 10_000 + level, verbose=False)
+            mask, start = ticket, _prunable_state(self.env.make_task().net.state_dict(), ticket)
+        elif branch == "random_prune":
+            mask = random_mask_like(ticket, gen)
+            start = _prunable_state(theta_k, mask)
+        else:
+            mask, shuffled = shuffle_within_tensors(ticket, theta_k, gen)
+            start = {**theta_k, **shuffled}
+        self._train(Job(level, branch, job_dir, mask), start)
+
+    def _skip(self, job: Job) -> None:
+        metrics = json.loads(rundir.verify(job.dir, "metrics.json").read_text())
+        self.results[job.name] = metrics
+        self.env.report(job, metrics, skipped=True)
+
+    def _train(self, job: Job, start: dict[str, torch.Tensor] | None) -> None:
+        """Train one job from `start` (None = theta_0) and write its artifacts, `DONE` last."""
+        job.dir.mkdir(parents=True, exist_ok=True)
+        task = self.env.make_task()
+        validate_mask(job.mask, task.net)
+        task.net.load_state_dict(self._theta0() if start is None else start)
+        save_mask(job.dir / ".mask.tmp", job.mask)
+        (job.dir / ".mask.tmp").replace(job.dir / "mask.safetensors")
+
+        ckpt = job.dir / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(exist_ok=True)
+        recorder = EvalRecorder()
+        callbacks = [MaskCallback(job.mask), recorder, AtomicCheckpoint(ckpt, self.cfg.checkpoint_every_n_steps)]
+        if job.level == 0 and job.branch is None and self.cfg.rewind_step > 0:
+            callbacks.append(RewindCapture(self.cfg.rewind_step, self.run_dir / "rewind.safetensors"))
+        callbacks += self.env.make_callbacks(job)
+        logger = self.env.make_logger(job)
+        try:
+            if logger is not None:
+                sparsity = {"sparsity/global": 1.0 - density(job.mask)}
+                sparsity.update({f"sparsity/{n}": 1.0 - d for n, d in layer_density(job.mask).items()})
+                logger.log_metrics(sparsity, step=0)
+            trainer = pl.Trainer(**self.env.trainer_kwargs, callbacks=callbacks, logger=logger or False,
+                                 enable_checkpointing=False, default_root_dir=str(job.dir))
+            pl.seed_everything(self.env.seed, verbose=False)
+            started = time.perf_counter()
+            trainer.fit(task, datamodule=self.env.datamodule, ckpt_path=str(ckpt) if ckpt.exists() else None)
+            train_time = time.perf_counter() - started
+            tested = trainer.test(task, datamodule=self.env.datamodule, verbose=False)[0]
+        finally:
+            if logger is not None:
+                self.env.finish_logger(logger)
+        metrics = {
+            "job": job.name,
+            "level": job.level,
+            "branch": job.branch,
+            "density": density(job.mask),
+            "layer_density": layer_density(job.mask),
+            "evaluations": recorder.evaluations,
+            "test": {k: float(v) for k, v in tested.items()},
+            "steps": trainer.global_step,
+            "train_time_s": train_time,
+        }
+        if trainer.is_global_zero:
+            rundir.save_tensors(job.dir / "weights.safetensors", task.net.state_dict())
+            rundir.write_json(job.dir / "metrics.json", metrics)
+            files = ["mask.safetensors", "weights.safetensors", "metrics.json"]
+            files += [f for f in ("spectra.npz",) if (job.dir / f).exists()]
+            rundir.mark_done(job.dir, files)
+            ckpt.unlink(missing_ok=True)
+        self.results[job.name] = metrics
+        self.env.report(job, metrics, skipped=False)
