@@ -13,16 +13,19 @@ builds tasks, trainers' extra callbacks and loggers.
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from lth import rundir
 from lth.controls import random_mask_like, shuffle_within_tensors
+from lth.data_order import StepBatchSampler, step_indexed_loader
 from lth.enforce import MaskCallback
 from lth.errors import LTCError
 from lth.masks import Mask, density, full_mask, layer_density, load_mask, save_mask, validate_mask
@@ -135,10 +138,29 @@ class RewindCapture(pl.Callback):
 
 
 class AtomicCheckpoint(pl.Callback):
-    """Every n optimiser steps, save a full Lightning checkpoint to `last.ckpt` by rename."""
+    """Every n optimiser steps, save a full Lightning checkpoint to `last.ckpt` by rename.
 
-    def __init__(self, path: Path, every_n_steps: int) -> None:
-        self.path, self.every = path, every_n_steps
+    The checkpoint also carries the RNG states, and loading it moves the step-indexed sampler
+    to the checkpoint's step, so a resumed level continues exactly where it stopped.
+    """
+
+    def __init__(self, path: Path, every_n_steps: int, sampler: StepBatchSampler | None) -> None:
+        self.path, self.every, self.sampler = path, every_n_steps, sampler
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain types only: Lightning loads checkpoints with torch.load(weights_only=True)
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                    "numpy": [name, keys.tolist(), pos, has_gauss, gauss]}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.sampler.start_step = int(checkpoint["global_step"])
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            random.setstate(states["python"])
+            name, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every == 0 and trainer.global_step < (trainer.max_steps or 0):
@@ -174,6 +196,7 @@ class IMPDriver:
     def __init__(self, run_dir: Path, config: ImpConfig, env: Environment) -> None:
         self.run_dir, self.cfg, self.env = Path(run_dir), config, env
         self.cfg.validate(int(env.trainer_kwargs.get("max_steps") or 0))
+        self.names = self._prunable_names()  # fails early on patterns that match nothing
         self.results: dict[str, dict] = {}
 
     # ---- weights -------------------------------------------------------------------------
@@ -212,7 +235,7 @@ class IMPDriver:
 
     # ---- running -------------------------------------------------------------------------
     def run(self) -> dict[str, dict]:
-        names = self._prunable_names()
+        names = self.names
         self._theta0()
         branch_levels = self.cfg.branch_levels or list(range(1, self.cfg.levels + 1))
         for level in range(self.cfg.levels + 1):
@@ -264,7 +287,7 @@ class IMPDriver:
         ckpt = job.dir / "checkpoints" / "last.ckpt"
         ckpt.parent.mkdir(exist_ok=True)
         recorder = EvalRecorder()
-        callbacks = [MaskCallback(job.mask), recorder, AtomicCheckpoint(ckpt, self.cfg.checkpoint_every_n_steps)]
+        callbacks: list[pl.Callback] = [MaskCallback(job.mask), recorder]
         if job.level == 0 and job.branch is None and self.cfg.rewind_step > 0:
             callbacks.append(RewindCapture(self.cfg.rewind_step, self.run_dir / "rewind.safetensors"))
         callbacks += self.env.make_callbacks(job)
@@ -274,13 +297,22 @@ class IMPDriver:
                 sparsity = {"sparsity/global": 1.0 - density(job.mask)}
                 sparsity.update({f"sparsity/{n}": 1.0 - d for n, d in layer_density(job.mask).items()})
                 logger.log_metrics(sparsity, step=0)
-            trainer = pl.Trainer(**self.env.trainer_kwargs, callbacks=callbacks, logger=logger or False,
-                                 enable_checkpointing=False, default_root_dir=str(job.dir))
+            checkpointer = AtomicCheckpoint(ckpt, self.cfg.checkpoint_every_n_steps, sampler=None)
+            trainer = pl.Trainer(**self.env.trainer_kwargs, callbacks=[*callbacks, checkpointer],
+                                 logger=logger or False, enable_checkpointing=False,
+                                 use_distributed_sampler=False, default_root_dir=str(job.dir))
+            dm = self.env.datamodule
+            dm.prepare_data()
+            dm.setup("fit")
+            train, checkpointer.sampler = step_indexed_loader(
+                dm.train_dataloader(), self.env.seed, trainer.max_steps, trainer.global_rank, trainer.world_size)
             pl.seed_everything(self.env.seed, verbose=False)
             started = time.perf_counter()
-            trainer.fit(task, datamodule=self.env.datamodule, ckpt_path=str(ckpt) if ckpt.exists() else None)
+            trainer.fit(task, train_dataloaders=train, val_dataloaders=dm.val_dataloader(),
+                        ckpt_path=str(ckpt) if ckpt.exists() else None)
             train_time = time.perf_counter() - started
-            tested = trainer.test(task, datamodule=self.env.datamodule, verbose=False)[0]
+            dm.setup("test")
+            tested = trainer.test(task, dataloaders=dm.test_dataloader(), verbose=False)[0]
         finally:
             if logger is not None:
                 self.env.finish_logger(logger)

@@ -147,9 +147,10 @@ def main(argv: list[str]) -> int:
     imp_cfg = ImpConfig(**vars(cfg.imp))
     imp_cfg.validate(cfg.trainer.max_steps)
     env = LightningEnvironment(parser, cfg, run_dir, experiment_id)
+    driver = IMPDriver(run_dir, imp_cfg, env)
     prepare_run_dir(run_dir, cfg, parser, cfg.force)
     console.print(f"run dir: {run_dir}   experiment: {experiment_id}   W&B: {env.wandb_mode}")
-    results = IMPDriver(run_dir, imp_cfg, env).run()
+    results = driver.run()
     print_table(results, imp_cfg.levels, imp_cfg.branches)
     if env.wandb_mode == "offline":
         console.print(f"W&B offline runs are in {run_dir / 'wandb'}; upload with `wandb sync {run_dir / 'wandb'}/offline-run-*`")
