@@ -334,5 +334,7 @@ class IMPDriver:
             files += [f for f in ("spectra.npz",) if (job.dir / f).exists()]
             rundir.mark_done(job.dir, files)
             ckpt.unlink(missing_ok=True)
+            if not any(ckpt.parent.iterdir()):
+                ckpt.parent.rmdir()
         self.results[job.name] = metrics
         self.env.report(job, metrics, skipped=False)

@@ -21,6 +21,7 @@ TINY = {
              "init_args": {"batch_size": 64, "num_samples": 1000, "val_size": 100, "probe_size": 64}},
     "trainer": {"max_steps": 20, "val_check_interval": 10, "enable_progress_bar": False},
     "imp": {"levels": 2, "prune_fraction": 0.2, "rewind_step": 0, "branches": [], "checkpoint_every_n_steps": 5},
+    "spectra": {"sites": ["act.0"], "jacobians": [], "every_n_steps": 10, "probe_size": 64},
     "wandb": {"mode": "disabled"},
 }
 

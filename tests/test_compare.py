@@ -48,7 +48,10 @@ def test_principal_angles_match_scipy():
 
 def test_random_subspaces_overlap_near_chance():
     d, k = 200, 10
-    overlaps = [subspace_overlap(random_basis(d, k, 2 * s), random_basis(d, k, 2 * s + 1)) for s in range(20)]
+    overlaps = [
+        subspace_overlap(random_basis(d, k, 2 * s), random_basis(d, k, 2 * s + 1))
+        for s in range(20)
+    ]
     assert np.mean(overlaps) == pytest.approx(k / d, rel=0.2)
 
 

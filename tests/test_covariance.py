@@ -26,7 +26,10 @@ def test_matches_numpy_cov_over_uneven_batches():
         acc.update(x[start:stop])
     assert acc.count == 1000
     assert relative_gap(acc.covariance(), np.cov(x.numpy(), rowvar=False)) < 1e-10
-    assert relative_gap(acc.covariance(unbiased=False), np.cov(x.numpy(), rowvar=False, bias=True)) < 1e-10
+    assert (
+        relative_gap(acc.covariance(unbiased=False), np.cov(x.numpy(), rowvar=False, bias=True))
+        < 1e-10
+    )
     assert np.allclose(acc.mean.numpy(), x.numpy().mean(axis=0), rtol=1e-12)
 
 
@@ -152,7 +155,9 @@ SPLIT = 300  # rank 0 gets 300 rows, rank 1 gets 700: unequal shares exercise th
 
 
 def _all_reduce_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     try:
         x = correlated_rows(1000, 6, mean=1e3, seed=3)
         acc = StreamingCovariance(6)

@@ -15,8 +15,15 @@ from channels.metrics import (
 )
 from lth.errors import LTCError
 
-KEYS = ["effective_rank", "participation_ratio", "stable_rank", "numerical_rank",
-        "top1_share", "topk_share", "tail_slope"]
+KEYS = [
+    "effective_rank",
+    "participation_ratio",
+    "stable_rank",
+    "numerical_rank",
+    "top1_share",
+    "topk_share",
+    "tail_slope",
+]
 
 
 def test_flat_spectrum_has_full_rank_on_every_measure():

@@ -13,6 +13,8 @@ from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
 
+from channels.callback import SpectraCallback
+from channels.spectra import SpectraConfig
 from experiments.config import add_lightning_sections, base_parser, default_run_dir, identity, instantiate, parse
 from experiments.settings import TrainerConfig, WandbConfig
 from experiments.tasks.base import Task
@@ -35,6 +37,7 @@ def build_parser() -> ArgumentParser:
     add_lightning_sections(parser, Task)
     parser.add_class_arguments(TrainerConfig, "trainer")
     parser.add_class_arguments(ImpConfig, "imp")
+    parser.add_class_arguments(SpectraConfig, "spectra")
     parser.add_class_arguments(WandbConfig, "wandb")
     return parser
 
@@ -59,6 +62,9 @@ class LightningEnvironment:
         self.trainer_kwargs = built.trainer.kwargs()
         self.wandb: WandbConfig = built.wandb
         self.wandb_mode = self.wandb.resolved_mode()
+        self.spectra: SpectraConfig = built.spectra
+        self.spectra.validate()
+        self.spectra_seconds = 0.0
         self._task_parser = ArgumentParser(exit_on_error=False)
         self._task_parser.add_subclass_arguments(Task, "model")
 
@@ -66,7 +72,11 @@ class LightningEnvironment:
         return self._task_parser.instantiate_classes(Namespace(model=self.cfg.model)).model
 
     def make_callbacks(self, job: Job) -> list[pl.Callback]:
-        return []
+        if not self.spectra.enabled or not (self.spectra.sites or self.spectra.jacobians):
+            return []
+        probe = probe_inputs(self.datamodule, self.spectra.probe_size)
+        self._spectra = SpectraCallback(self.spectra, probe, out_path=job.dir / "spectra.npz")
+        return [self._spectra]
 
     def make_logger(self, job: Job):
         if self.wandb_mode == "disabled":
@@ -88,8 +98,21 @@ class LightningEnvironment:
     def report(self, job: Job, metrics: dict, skipped: bool) -> None:
         acc = metrics["test"].get("test/acc", float("nan"))
         note = "done earlier" if skipped else f"{metrics['train_time_s']:.1f} s"
+        if not skipped and getattr(self, "_spectra", None) is not None:
+            note += f", spectra {self._spectra.seconds:.1f} s"
+            self._spectra = None
         console.print(f"[bold]{job.name:<26}[/bold] {100 * metrics['density']:6.2f}% remaining   "
                       f"test acc {acc:.4f}   ({note})")
+
+
+def probe_inputs(datamodule: pl.LightningDataModule, n: int):
+    """The datamodule's fixed probe batch (`probe_inputs(n)`), or the first n validation inputs."""
+    if hasattr(datamodule, "probe_inputs"):
+        return datamodule.probe_inputs(n)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return inputs[:n]
 
 
 def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: bool) -> None:

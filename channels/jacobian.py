@@ -1,0 +1,363 @@
+"""Jacobians between activation sites: exact blocks, their expected Gram, matrix-free top-k.
+
+Every Jacobian here is J = d site_b / d site_a at the model's own forward pass: one forward
+records both sites (keeping the graph, stopping after the later one), then batches of
+vector-Jacobian products u -> u^T J (one backward pass each, ``chunk_size`` cotangents per
+call, batched with ``is_grads_batched``) give rows of J.
+
+- `site_jacobian`: per-example blocks (B, d_b, d_a). Examples of an eval-mode batch are
+  independent, so one cotangent e_j on every example at once gives row j of all B blocks.
+- `sequence_jacobian` / `iter_sequence_jacobian`: J(t, s) = d b[t] / d a[s]. A cotangent
+  e_j at position t, differentiated w.r.t. the whole site_a tensor, gives row j of J(t, s)
+  for every s at once: d_b products per target t, never one pass per (s, t) pair. In a
+  causal model J(t, s) = 0 for s > t falls out of the backward pass.
+- `GramAccumulator` / `expected_gram`: E[J^T J] in float64, streamed over inputs or tokens.
+- `topk_singular`: randomized SVD from JVP/VJP products only (Halko, Martinsson & Tropp
+  2011), with `jacobian_operator` building those products for (model, inputs, site_a, site_b).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from channels.sites import Site, replace, resolve_site, run_sites
+from lth.errors import LTCError
+
+Inputs = Tensor | Mapping[str, Any] | tuple
+DEFAULT_MAX_BYTES = 2 * 2**30
+DEFAULT_CHUNK = 64
+
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+def _require_eval(model: nn.Module) -> None:
+    """Dropout or batch norm in training mode make the Jacobian random and couple examples."""
+    live = [name for name, m in model.named_modules() if m.training and isinstance(m, _MODE_DEPENDENT)]
+    if live:
+        raise LTCError(f"Jacobians need the model in eval mode ({live[0]} is training): call model.eval()")
+
+
+def _require_finite(jacobian: Tensor, a: Site, b: Site) -> Tensor:
+    if not torch.isfinite(jacobian).all():
+        raise LTCError(f"Jacobian d {b.name} / d {a.name} has non-finite entries (NaN or inf)")
+    return jacobian
+
+
+def _require_budget(shape: tuple[int, ...], dtype: torch.dtype, max_bytes: int, what: str) -> None:
+    size = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    if size > max_bytes:
+        raise LTCError(
+            f"{what} of shape {shape} needs {size / 2**30:.2f} GiB, over max_bytes="
+            f"{max_bytes / 2**30:.2f} GiB: select fewer examples/targets/sources, raise max_bytes, "
+            "or use the matrix-free path (jacobian_operator + topk_singular)"
+        )
+
+
+def _forward(
+    model: nn.Module, inputs: Inputs, site_a: str | Site, site_b: str | Site
+) -> tuple[Site, Site, Tensor, Tensor]:
+    """(Site a, Site b, activation a, activation b) from one forward pass keeping the graph.
+
+    The activation at a is swapped for a detached leaf copy, so the graph starts at a (frozen
+    parameters are fine) and the pass stops once b is recorded.
+    """
+    _require_eval(model)
+    a, b = resolve_site(model, site_a), resolve_site(model, site_b)
+    leaf = {}
+
+    def as_leaf(activation: Tensor) -> Tensor:
+        leaf[a.name] = activation.detach().requires_grad_()
+        return leaf[a.name]
+
+    with torch.enable_grad(), replace(model, a, as_leaf):
+        act_b = run_sites(model, inputs, [b], keep_graph=True)[b.name]
+    if a.name not in leaf or not act_b.requires_grad:
+        raise LTCError(f"{b.name} does not depend on {a.name} (is {a.name} after {b.name}?)")
+    return a, b, leaf[a.name], act_b
+
+
+def _vjp(output: Tensor, wrt: Tensor, cotangents: Tensor, a: Site, b: Site, **kw) -> Tensor:
+    """Stacked u^T d output / d wrt for the cotangents (n, *output.shape) -> (n, *wrt.shape)."""
+    if len(cotangents) == 1:
+        grad = torch.autograd.grad(output, wrt, cotangents[0], allow_unused=True, **kw)[0]
+        grad = None if grad is None else grad.unsqueeze(0)
+    else:
+        grad = torch.autograd.grad(output, wrt, cotangents, is_grads_batched=True, allow_unused=True, **kw)[0]
+    if grad is None:
+        raise LTCError(f"{b.name} does not depend on {a.name} (is {a.name} after {b.name}?)")
+    return grad
+
+
+def site_jacobian(
+    model: nn.Module,
+    inputs: Inputs,
+    site_a: str | Site,
+    site_b: str | Site,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Tensor:
+    """Per-example Jacobians J_i = d b_i / d a_i of a batch, shape (B, d_b, d_a).
+
+    Per-example activations are flattened (conv maps (C, H, W) -> C*H*W). Row j of every J_i
+    comes from one backward pass of sum_i b_i[j], valid because eval-mode examples are
+    independent; ``chunk_size`` rows go through each backward call.
+    """
+    a, b, act_a, act_b = _forward(model, inputs, site_a, site_b)
+    batch = act_a.shape[0]
+    if act_b.shape[0] != batch:
+        raise LTCError(f"{a.name} and {b.name} have different batch sizes ({batch}, {act_b.shape[0]})")
+    d_a, d_b = act_a[0].numel(), act_b[0].numel()
+    _require_budget((batch, d_b, d_a), act_a.dtype, max_bytes, f"Jacobian d {b.name} / d {a.name}")
+    flat_b = act_b.reshape(batch, d_b)
+    jacobian = act_a.new_empty(batch, d_b, d_a)
+    for start in range(0, d_b, chunk_size):
+        rows = torch.arange(start, min(start + chunk_size, d_b), device=act_a.device)
+        cotangents = act_b.new_zeros(len(rows), batch, d_b)
+        cotangents[torch.arange(len(rows)), :, rows] = 1
+        grads = _vjp(flat_b, act_a, cotangents, a, b, retain_graph=True)
+        jacobian[:, rows] = grads.reshape(len(rows), batch, d_a).transpose(0, 1)
+    return _require_finite(jacobian, a, b)
+
+
+def _source_positions(
+    t: int, length: int, sources: Sequence[int] | None, offsets: Sequence[int] | None
+) -> list[int]:
+    """Source positions s for target t: all, a fixed set, or s = t - offset."""
+    if sources is not None and offsets is not None:
+        raise LTCError("give sources or offsets, not both")
+    if offsets is not None:
+        positions = [t - offset for offset in offsets]
+    else:
+        positions = list(range(length)) if sources is None else [int(s) for s in sources]
+    bad = [s for s in positions if not 0 <= s < length]
+    if bad:
+        raise LTCError(f"source positions {bad} (target {t}) lie outside the sequence of length {length}")
+    return positions
+
+
+def iter_sequence_jacobian(
+    model: nn.Module,
+    inputs: Inputs,
+    site_a: str | Site,
+    site_b: str | Site,
+    targets: Sequence[int] | None = None,
+    sources: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Iterator[tuple[int, Tensor]]:
+    """Yield (t, J_t) per target, J_t[i] = d b[t] / d a[s_i] of shape (n_sources, d_b, d_a).
+
+    ``inputs`` hold one sequence (batch 1): input ids, or a mapping such as
+    ``{"inputs_embeds": ...}``; both sites must be (1, T, d). Sources are all positions,
+    ``sources`` (absolute) or ``offsets`` (s = t - offset). One forward pass serves all
+    targets; each backward call takes ``chunk_size`` cotangents e_j at position t (they may
+    span targets) and returns the gradient w.r.t. every source position at once. Memory:
+    one J_t plus a chunk of gradients (chunk_size, T, d_a) at a time.
+    """
+    a, b, act_a, act_b = _forward(model, inputs, site_a, site_b)
+    if act_a.dim() != 3 or act_b.dim() != 3 or act_a.shape[0] != 1 or act_b.shape[0] != 1:
+        raise LTCError(
+            f"sequence Jacobians need one sequence with sites of shape (1, T, d); got {a.name} "
+            f"{tuple(act_a.shape)} and {b.name} {tuple(act_b.shape)} (use site_jacobian otherwise)"
+        )
+    length, d_b = act_b.shape[1], act_b.shape[2]
+    targets = list(range(length)) if targets is None else [int(t) for t in targets]
+    bad = [t for t in targets if not 0 <= t < length]
+    if bad:
+        raise LTCError(f"targets {bad} lie outside the sequence of length {length}")
+    positions = {t: _source_positions(t, act_a.shape[1], sources, offsets) for t in targets}
+    rows = [(t, j) for t in targets for j in range(d_b)]
+    pending: dict[int, Tensor] = {}
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start : start + chunk_size]
+        cotangents = act_b.new_zeros(len(chunk), *act_b.shape)
+        chunk_t = torch.tensor([t for t, _ in chunk], device=act_b.device)
+        chunk_j = torch.tensor([j for _, j in chunk], device=act_b.device)
+        cotangents[torch.arange(len(chunk)), 0, chunk_t, chunk_j] = 1
+        grads = _vjp(act_b, act_a, cotangents, a, b, retain_graph=True)[:, 0]  # (n, T, d_a)
+        for row, (t, j) in enumerate(chunk):
+            if j == 0:
+                pending[t] = act_a.new_empty(d_b, len(positions[t]), act_a.shape[2])
+            pending[t][j] = grads[row, positions[t]]
+            if j == d_b - 1:
+                yield t, _require_finite(pending.pop(t).transpose(0, 1).contiguous(), a, b)
+
+
+def sequence_jacobian(
+    model: nn.Module,
+    inputs: Inputs,
+    site_a: str | Site,
+    site_b: str | Site,
+    targets: Sequence[int] | None = None,
+    sources: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Tensor:
+    """J[i, k] = d b[t_i] / d a[s_k], shape (T_targets, T_sources, d_b, d_a).
+
+    See `iter_sequence_jacobian` for the arguments; with ``offsets``, s_k = t_i - offsets[k].
+    For long sweeps iterate instead of stacking everything.
+    """
+    a, b = resolve_site(model, site_a), resolve_site(model, site_b)
+    with torch.no_grad():
+        shapes = run_sites(model, inputs, [a, b])
+    length, d_a, d_b = shapes[b.name].shape[1], shapes[a.name].shape[-1], shapes[b.name].shape[-1]
+    n_targets = length if targets is None else len(targets)
+    n_sources = len(offsets if offsets is not None else sources if sources is not None else range(length))
+    shape = (n_targets, n_sources, d_b, d_a)
+    _require_budget(shape, shapes[a.name].dtype, max_bytes, f"Jacobian d {b.name} / d {a.name}")
+    blocks = iter_sequence_jacobian(model, inputs, a, b, targets, sources, offsets, chunk_size)
+    return torch.stack([block for _, block in blocks])
+
+
+class GramAccumulator:
+    """Streaming expected Gram G = E[J^T J] = (1/N) sum_n J_n^T J_n over N Jacobian blocks.
+
+    Accumulated in float64 (memory d_a x d_a whatever N); partial accumulators merge, e.g.
+    across processes or chunks of a sweep.
+    """
+
+    def __init__(self, dim: int, device: torch.device | str | None = None) -> None:
+        self.total = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def update(self, jacobians: Tensor) -> None:
+        """Add blocks of shape (..., d_b, d_a): the sum of J^T J is one matmul of stacked rows."""
+        rows = jacobians.reshape(-1, jacobians.shape[-1]).to(self.total)
+        self.total += rows.T @ rows
+        self.count += jacobians[..., 0, 0].numel()
+
+    def merge(self, other: GramAccumulator) -> None:
+        """Fold another accumulator's blocks into this one."""
+        self.total += other.total.to(self.total)
+        self.count += other.count
+
+    def mean(self) -> Tensor:
+        """E[J^T J], shape (d_a, d_a), float64."""
+        if self.count == 0:
+            raise LTCError("expected Gram of no Jacobians: update the accumulator first")
+        return self.total / self.count
+
+
+def expected_gram(jacobians: Tensor) -> Tensor:
+    """E[J^T J] over all leading dimensions of blocks (..., d_b, d_a), in float64."""
+    accumulator = GramAccumulator(jacobians.shape[-1], device=jacobians.device)
+    accumulator.update(jacobians)
+    return accumulator.mean()
+
+
+@dataclass
+class JacobianOperator:
+    """A Jacobian J (dim_out x dim_in) known only through products on rows of vectors.
+
+    jvp(X) = X J^T maps (n, dim_in) -> (n, dim_out); vjp(Y) = Y J maps (n, dim_out) -> (n, dim_in).
+    """
+
+    jvp: Callable[[Tensor], Tensor]
+    vjp: Callable[[Tensor], Tensor]
+    dim_in: int
+    dim_out: int
+
+
+def jacobian_operator(
+    model: nn.Module,
+    inputs: Inputs,
+    site_a: str | Site,
+    site_b: str | Site,
+    target: int | None = None,
+    source: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> JacobianOperator:
+    """Matrix-free J of one example (batch 1), or J(target, source) of a sequence.
+
+    One forward pass keeps the graph; a VJP is one backward pass through it. A JVP uses the
+    double-backward trick: g(u) = u^T J is linear in u, so d(g . v)/du = J v, one backward
+    pass through the graph of g (built once). ``chunk_size`` vectors go per backward call.
+    """
+    a, b, act_a, act_b = _forward(model, inputs, site_a, site_b)
+    if act_a.shape[0] != 1 or act_b.shape[0] != 1:
+        raise LTCError("jacobian_operator takes one example (batch size 1)")
+    if (target is None) != (source is None):
+        raise LTCError("give both target and source (sequence sites) or neither")
+    slot_a = (0,) if source is None else (0, source)
+    slot_b = (0,) if target is None else (0, target)
+    dim_in, dim_out = act_a[slot_a].numel(), act_b[slot_b].numel()
+    dummy = torch.zeros_like(act_b, requires_grad=True)
+    (pullback,) = torch.autograd.grad(act_b, act_a, dummy, create_graph=True)
+
+    def chunked(product: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        return lambda rows: torch.cat([product(part) for part in rows.split(chunk_size)])
+
+    def vjp(rows: Tensor) -> Tensor:
+        cotangents = act_b.new_zeros(len(rows), *act_b.shape)
+        cotangents[(slice(None), *slot_b)] = rows.reshape(len(rows), *act_b[slot_b].shape)
+        grads = _vjp(act_b, act_a, cotangents, a, b, retain_graph=True)
+        return grads[(slice(None), *slot_a)].reshape(len(rows), dim_in)
+
+    def jvp(rows: Tensor) -> Tensor:
+        tangents = act_a.new_zeros(len(rows), *act_a.shape)
+        tangents[(slice(None), *slot_a)] = rows.reshape(len(rows), *act_a[slot_a].shape)
+        pushed = _vjp(pullback, dummy, tangents, a, b, retain_graph=True)
+        return pushed[(slice(None), *slot_b)].reshape(len(rows), dim_out)
+
+    return JacobianOperator(chunked(jvp), chunked(vjp), dim_in, dim_out)
+
+
+class SingularTriplets(NamedTuple):
+    """Top singular values (k,), left vectors (dim_out, k) and right vectors (dim_in, k)."""
+
+    values: Tensor
+    left: Tensor
+    right: Tensor
+
+
+def _orthonormal_columns(matrix: Tensor) -> Tensor:
+    return torch.linalg.qr(matrix.double()).Q
+
+
+def topk_singular(
+    jvp_fn: Callable[[Tensor], Tensor],
+    vjp_fn: Callable[[Tensor], Tensor],
+    dim_in: int,
+    dim_out: int,
+    k: int,
+    n_oversample: int = 10,
+    n_iter: int = 2,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> SingularTriplets:
+    """Top-k singular triplets of J from products only, by randomized SVD.
+
+    Halko, Martinsson & Tropp (2011), algorithms 4.4 + 5.1: with l = k + n_oversample
+    Gaussian probes Omega, Q = orth(J Omega); ``n_iter`` power iterations
+    Q <- orth(J orth(J^T Q)) sharpen the range to error ~ (sigma_{l+1}/sigma_k)^(2 n_iter + 1);
+    then B = Q^T J (l x dim_in) and SVD(B) = U_B S V^T gives J ~ (Q U_B) S V^T.
+    Cost: l (2 n_iter + 2) products. ``jvp_fn`` maps rows (n, dim_in) -> (n, dim_out),
+    ``vjp_fn`` rows (n, dim_out) -> (n, dim_in); small dense algebra runs in float64.
+    """
+    width = min(k + n_oversample, dim_in, dim_out)
+    if not 0 < k <= width:
+        raise LTCError(f"k={k} must be between 1 and min(dim_in, dim_out)={min(dim_in, dim_out)}")
+    generator = torch.Generator().manual_seed(seed)
+    probes = torch.randn(width, dim_in, generator=generator, dtype=torch.float64)
+
+    def forward(columns: Tensor) -> Tensor:  # J @ columns
+        return jvp_fn(columns.T.to(dtype=dtype, device=device)).T.double()
+
+    def backward(columns: Tensor) -> Tensor:  # J^T @ columns
+        return vjp_fn(columns.T.to(dtype=dtype, device=device)).T.double()
+
+    basis = _orthonormal_columns(forward(probes))
+    for _ in range(n_iter):
+        basis = _orthonormal_columns(forward(_orthonormal_columns(backward(basis))))
+    projected = backward(basis).T  # Q^T J
+    u_small, values, vh = torch.linalg.svd(projected, full_matrices=False)
+    if not torch.isfinite(values).all():
+        raise LTCError("non-finite products in topk_singular: the Jacobian has NaN or inf entries")
+    return SingularTriplets(values[:k], (basis @ u_small)[:, :k], vh[:k].T)

@@ -1,0 +1,196 @@
+"""One spectra measurement of a network on a fixed probe set, and its history across training.
+
+At each covariance site: eigenvalues of the activation covariance (rows = samples, tokens or
+conv positions). At each Jacobian pair a->b: eigenvalues of the expected Gram E[J^T J] of
+J = d b / d a over the probe examples (for sequences: J(t, s) for the last token t and every
+s <= t), and, at site a, how the Gram's top-k eigenvectors align with the covariance's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from channels.compare import jacobian_vs_covariance
+from channels.covariance import StreamingCovariance, rows_from_activation
+from channels.jacobian import GramAccumulator, iter_sequence_jacobian, site_jacobian
+from channels.metrics import spectrum_metrics
+from channels.sites import call_model, capture, resolve_sites
+from lth.errors import LTCError
+
+
+@dataclass
+class SpectraConfig:
+    """What the spectra callback measures, and how often.
+
+    Args:
+        enabled: measure at all.
+        sites: covariance sites (module paths such as `act.0`, or `resid_post.3` etc. for transformers).
+        jacobians: Jacobian pairs `a->b`, each giving the expected Gram E[J^T J] of d b / d a.
+        every_n_steps: measure at step 0, every n steps, and at the end of fit.
+        probe_size: probe examples for the covariance (the first of the validation set).
+        jacobian_probe_size: probe examples (or sequences) for the Jacobians.
+        top_k: eigenvectors kept and the k of top-k share and subspace overlap.
+        rtol: relative tolerance of the numerical rank.
+    """
+
+    enabled: bool = True
+    sites: list[str] = field(default_factory=list)
+    jacobians: list[str] = field(default_factory=list)
+    every_n_steps: int = 500
+    probe_size: int = 256
+    jacobian_probe_size: int = 64
+    top_k: int = 8
+    rtol: float = 1e-3
+
+    def pairs(self) -> list[tuple[str, str]]:
+        out = []
+        for spec in self.jacobians:
+            parts = [p.strip() for p in spec.split("->")]
+            if len(parts) != 2 or not all(parts):
+                raise LTCError(f"spectra.jacobians entry {spec!r} is not of the form 'site_a->site_b'")
+            out.append((parts[0], parts[1]))
+        return out
+
+    def validate(self) -> None:
+        if self.every_n_steps < 1 or self.probe_size < 2 or self.jacobian_probe_size < 1 or self.top_k < 1:
+            raise LTCError("spectra: every_n_steps, jacobian_probe_size and top_k must be >= 1, probe_size >= 2")
+        self.pairs()
+
+
+def _rows(activation: torch.Tensor) -> torch.Tensor:
+    """Conv maps (B, C, H, W) -> rows of C channels; (B, d) and (B, T, d) -> rows of d."""
+    return rows_from_activation(activation, channel_dim=1 if activation.ndim == 4 else None)
+
+
+def _eigh_desc(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    values, vectors = np.linalg.eigh(matrix.detach().cpu().numpy().astype(np.float64))
+    return np.clip(values[::-1], 0.0, None).copy(), vectors[:, ::-1].copy()
+
+
+def _slice(inputs, n: int):
+    if isinstance(inputs, dict):
+        return {k: v[:n] if torch.is_tensor(v) else v for k, v in inputs.items()}
+    return inputs[:n]
+
+
+def _gram(model: nn.Module, probe, a: str, b: str, step: int) -> torch.Tensor:
+    """E[J^T J] of d b / d a over the probe examples (sequences: last target, all sources)."""
+    tokens = probe["input_ids"] if isinstance(probe, dict) else probe
+    sequence = not torch.is_floating_point(tokens) and tokens.ndim == 2
+    accumulator: GramAccumulator | None = None
+    try:
+        if sequence:
+            for i in range(tokens.shape[0]):
+                one = {k: v[i : i + 1] for k, v in probe.items()} if isinstance(probe, dict) else tokens[i : i + 1]
+                for _, block in iter_sequence_jacobian(model, one, a, b, targets=[tokens.shape[1] - 1]):
+                    accumulator = accumulator or GramAccumulator(block.shape[-1])
+                    accumulator.update(block)
+        else:
+            blocks = site_jacobian(model, probe, a, b)
+            accumulator = GramAccumulator(blocks.shape[-1])
+            accumulator.update(blocks)
+    except LTCError as exc:
+        raise LTCError(f"{exc} (at step {step})") from exc
+    return accumulator.mean()
+
+
+def measure(model: nn.Module, probe, jacobian_probe, cfg: SpectraConfig, step: int) -> dict[str, dict]:
+    """Spectra of `model` on the probe set.
+
+    Returns {key: {"eigenvalues", "eigenvectors" (top k), "metrics"}} with keys `<site>/cov`
+    and `<a>-><b>/jac`, plus `<a>/jac_vs_cov` entries holding the comparison metrics.
+    """
+    was_training = model.training
+    model.eval()
+    out: dict[str, dict] = {}
+    try:
+        sites = resolve_sites(model, cfg.sites)
+        with torch.no_grad(), capture(model, sites) as acts:
+            call_model(model, probe)
+        covs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for site in sites:
+            if site.name not in acts:
+                raise LTCError(f"site {site.name} was not reached by the forward pass")
+            rows = _rows(acts[site.name])
+            cov = StreamingCovariance(rows.shape[1], name=site.name)
+            cov.update(rows, step=step)
+            values, vectors = _eigh_desc(cov.covariance())
+            covs[site.name] = (values, vectors)
+            out[f"{site.name}/cov"] = _entry(values, vectors, cfg)
+        for a, b in cfg.pairs():
+            with torch.enable_grad():
+                values, vectors = _eigh_desc(_gram(model, jacobian_probe, a, b, step))
+            out[f"{a}->{b}/jac"] = _entry(values, vectors, cfg)
+            if a in covs and len(covs[a][0]) == len(values):
+                k = min(cfg.top_k, len(values))
+                out[f"{a}/jac_vs_cov"] = {"metrics": jacobian_vs_covariance(
+                    values, vectors[:, :k], covs[a][0], covs[a][1][:, :k], k, cfg.rtol)}
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _entry(values: np.ndarray, vectors: np.ndarray, cfg: SpectraConfig) -> dict:
+    k = min(cfg.top_k, len(values))
+    return {"eigenvalues": values, "eigenvectors": vectors[:, :k],
+            "metrics": spectrum_metrics(values, k=k, rtol=cfg.rtol)}
+
+
+class SpectraHistory:
+    """Every measurement's eigenvalues and metrics, and the last one's top-k eigenvectors."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.series: dict[str, list[np.ndarray]] = {}
+        self.last_vectors: dict[str, np.ndarray] = {}
+
+    def add(self, step: int, measurement: dict[str, dict]) -> None:
+        if self.steps and self.steps[-1] == step:  # the end of fit can coincide with a periodic step
+            self.steps.pop()
+            for values in self.series.values():
+                values.pop()
+        self.steps.append(step)
+        for key, entry in measurement.items():
+            if "eigenvalues" in entry:
+                self.series.setdefault(f"{key}/eigenvalues", []).append(np.asarray(entry["eigenvalues"]))
+                self.last_vectors[f"{key}/eigenvectors"] = np.asarray(entry["eigenvectors"])
+            for name, value in entry["metrics"].items():
+                self.series.setdefault(f"{key}/{name}", []).append(np.asarray(value, dtype=np.float64))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"steps": np.asarray(self.steps, dtype=np.int64)}
+        out.update({k: np.stack(v) for k, v in self.series.items()})
+        out.update(self.last_vectors)
+        return out
+
+    def state_dict(self) -> dict:
+        """Tensors and plain types only (checkpoints load with weights_only=True)."""
+        return {"steps": list(self.steps),
+                "series": {k: torch.from_numpy(np.stack(v)) for k, v in self.series.items()},
+                "last_vectors": {k: torch.from_numpy(v) for k, v in self.last_vectors.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = list(state["steps"])
+        self.series = {k: list(v.numpy()) for k, v in state["series"].items()}
+        self.last_vectors = {k: v.numpy() for k, v in state["last_vectors"].items()}
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays as an uncompressed npz (no pickled objects) via a temporary name."""
+    from lth.rundir import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read a spectra npz; refuses pickled object arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
