@@ -49,6 +49,8 @@ class ImpConfig:
         branches: controls run at each pruned level: random_reinit, random_prune, shuffle.
         branch_levels: levels at which the branches run (default: every pruned level).
         checkpoint_every_n_steps: how often an unfinished level saves a resumable checkpoint.
+        rotation: also run a whole IMP line on the network with its basis rotated at init
+            (function unchanged; `Environment.rotate`), in `branches/rotated/`.
     """
 
     levels: int = 5
@@ -61,6 +63,7 @@ class ImpConfig:
     branches: list[str] = field(default_factory=lambda: list(BRANCHES))
     branch_levels: list[int] | None = None
     checkpoint_every_n_steps: int = 200
+    rotation: bool = False
 
     def validate(self, max_steps: int) -> None:
         if self.levels < 0:
@@ -98,9 +101,11 @@ class Job:
 
 
 class Environment(Protocol):
-    """What the driver needs from the experiment: all of it seeded by `seed`."""
+    """What the driver needs from the experiment: init and controls seeded by `seed`, the
+    training data order by `data_order_seed`."""
 
     seed: int
+    data_order_seed: int
     datamodule: pl.LightningDataModule
     trainer_kwargs: dict
 
@@ -118,6 +123,9 @@ class Environment(Protocol):
 
     def report(self, job: Job, metrics: dict, skipped: bool) -> None:
         """Called once per job when it is finished (or found finished)."""
+
+    def rotate(self, net: torch.nn.Module) -> None:
+        """Change the net's basis in place without changing its function (the rotation control)."""
 
 
 class RewindCapture(pl.Callback):
@@ -193,8 +201,9 @@ def _prunable_state(state: dict[str, torch.Tensor], mask: Mask) -> dict[str, tor
 class IMPDriver:
     """Runs levels 0..L and their branches inside `run_dir`, resuming where it stopped."""
 
-    def __init__(self, run_dir: Path, config: ImpConfig, env: Environment) -> None:
-        self.run_dir, self.cfg, self.env = Path(run_dir), config, env
+    def __init__(self, run_dir: Path, config: ImpConfig, env: Environment, line: str | None = None) -> None:
+        """`line` names a secondary IMP line (its jobs are `<line>/level_LL`); None = the main line."""
+        self.run_dir, self.cfg, self.env, self.line = Path(run_dir), config, env, line
         self.cfg.validate(int(env.trainer_kwargs.get("max_steps") or 0))
         self.names = self._prunable_names()  # fails early on patterns that match nothing
         self.results: dict[str, dict] = {}
@@ -204,7 +213,10 @@ class IMPDriver:
         path = self.run_dir / "init.safetensors"
         if not path.exists():
             pl.seed_everything(self.env.seed, verbose=False)
-            rundir.save_tensors(path, self.env.make_task().net.state_dict())
+            net = self.env.make_task().net
+            if self.line == "rotated":
+                self.env.rotate(net)
+            rundir.save_tensors(path, net.state_dict())
         return rundir.load_tensors(path)
 
     def _theta_k(self) -> dict[str, torch.Tensor]:
@@ -241,14 +253,18 @@ class IMPDriver:
         for level in range(self.cfg.levels + 1):
             job_dir = self.run_dir / f"level_{level:02d}"
             if rundir.is_done(job_dir):
-                self._skip(Job(level, None, job_dir, load_mask(rundir.verify(job_dir, "mask.safetensors"))))
+                self._skip(Job(level, self.line, job_dir, load_mask(rundir.verify(job_dir, "mask.safetensors"))))
             else:
                 mask = self._level_mask(level, names)
                 start = None if level == 0 else _prunable_state(self._theta_k(), mask)
-                self._train(Job(level, None, job_dir, mask), start)
+                self._train(Job(level, self.line, job_dir, mask), start)
             if level in branch_levels:
                 for branch in self.cfg.branches:
                     self._run_branch(branch, level)
+        if self.cfg.rotation:
+            line_cfg = ImpConfig(**{**vars(self.cfg), "rotation": False, "branches": []})
+            rotated = IMPDriver(self.run_dir / "branches" / "rotated", line_cfg, self.env, line="rotated")
+            self.results.update(rotated.run())
         return self.results
 
     def _run_branch(self, branch: str, level: int) -> None:
@@ -288,7 +304,7 @@ class IMPDriver:
         ckpt.parent.mkdir(exist_ok=True)
         recorder = EvalRecorder()
         callbacks: list[pl.Callback] = [MaskCallback(job.mask), recorder]
-        if job.level == 0 and job.branch is None and self.cfg.rewind_step > 0:
+        if job.level == 0 and job.branch == self.line and self.cfg.rewind_step > 0:
             callbacks.append(RewindCapture(self.cfg.rewind_step, self.run_dir / "rewind.safetensors"))
         callbacks += self.env.make_callbacks(job)
         logger = self.env.make_logger(job)
@@ -305,7 +321,8 @@ class IMPDriver:
             dm.prepare_data()
             dm.setup("fit")
             train, checkpointer.sampler = step_indexed_loader(
-                dm.train_dataloader(), self.env.seed, trainer.max_steps, trainer.global_rank, trainer.world_size)
+                dm.train_dataloader(), self.env.data_order_seed, trainer.max_steps,
+                trainer.global_rank, trainer.world_size)
             pl.seed_everything(self.env.seed, verbose=False)
             started = time.perf_counter()
             trainer.fit(task, train_dataloaders=train, val_dataloaders=dm.val_dataloader(),

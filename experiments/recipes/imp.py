@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
-import yaml
+import torch
 from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
@@ -33,7 +33,9 @@ def build_parser() -> ArgumentParser:
                         help="the experiment's directory (default runs/<experiment>-<hash8>)")
     parser.add_argument("--force", type=bool, default=False,
                         help="replace a run dir that belongs to another config (the old one is moved to DIR.old)")
-    parser.add_argument("--seed_everything", type=int, default=0, help="seed of init, data order and controls")
+    parser.add_argument("--seed_everything", type=int, default=0, help="seed of the init and the controls")
+    parser.add_argument("--data_order_seed", type=int | None, default=None,
+                        help="seed of the training data order (default: seed_everything)")
     add_lightning_sections(parser, Task)
     parser.add_class_arguments(TrainerConfig, "trainer")
     parser.add_class_arguments(ImpConfig, "imp")
@@ -57,6 +59,7 @@ class LightningEnvironment:
     def __init__(self, parser: ArgumentParser, cfg: Namespace, run_dir: Path, experiment_id: str) -> None:
         self.cfg, self.run_dir, self.experiment_id = cfg, run_dir, experiment_id
         self.seed = cfg.seed_everything
+        self.data_order_seed = cfg.seed_everything if cfg.data_order_seed is None else cfg.data_order_seed
         built = instantiate(parser, cfg)
         self.datamodule: pl.LightningDataModule = built.data
         self.trainer_kwargs = built.trainer.kwargs()
@@ -77,6 +80,13 @@ class LightningEnvironment:
         probe = probe_inputs(self.datamodule, self.spectra.probe_size)
         self._spectra = SpectraCallback(self.spectra, probe, out_path=job.dir / "spectra.npz")
         return [self._spectra]
+
+    def rotate(self, net) -> None:
+        from lth.rotation import rotate_residual_basis
+
+        if type(net).__name__ != "GPT2LMHeadModel":
+            raise LTCError(f"imp.rotation needs a GPT-2 language model, got {type(net).__name__}")
+        rotate_residual_basis(net, torch.Generator().manual_seed(self.seed + 20_000))
 
     def make_logger(self, job: Job):
         if self.wandb_mode == "disabled":
