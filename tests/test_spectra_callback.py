@@ -57,3 +57,20 @@ def test_bad_jacobian_pair_syntax(tmp_path, capsys):
     cfg = write_config(tmp_path, spectra={"jacobians": ["act.0 to act.1"]})
     assert main(["imp", "--config", str(cfg), "--run_dir", str(tmp_path / "run")]) == 2
     assert "site_a->site_b" in capsys.readouterr().err
+
+
+def test_ltc_spectra_on_saved_weights(tmp_path, capsys):
+    cfg = write_config(tmp_path, imp={"levels": 1})
+    run = tmp_path / "run"
+    assert main(["imp", "--config", str(cfg), "--run_dir", str(run)]) == 0
+    assert main(["spectra", "--run_dir", str(run), "--jacobians", '["act.0->out"]']) == 0
+    out = capsys.readouterr().out
+    assert "level_01" in out and "act.0/cov" in out
+    saved = load_npz(run / "spectra" / "level_01.npz")
+    trained = load_npz(run / "level_01" / "spectra.npz")
+    # the saved weights give the same covariance spectrum as the end-of-training measurement
+    np.testing.assert_allclose(saved["act.0/cov/eigenvalues"][0], trained["act.0/cov/eigenvalues"][-1], rtol=1e-6, atol=1e-9)
+    assert saved["act.0->out/jac/eigenvalues"].shape == (1, 16)
+    assert main(["spectra", "--run_dir", str(run), "--level", "7"]) == 2
+    assert "no finished level 7" in capsys.readouterr().err
+    assert main(["spectra", "--run_dir", str(tmp_path)]) == 2

@@ -1,0 +1,84 @@
+"""`ltc spectra`: covariance and Jacobian spectra of a run's saved weights, without training.
+
+    ltc spectra --run_dir runs/mnist1d_imp-1234abcd [--level 3] [--branch random_prune]
+                [--sites '[act.0]'] [--jacobians '["act.0->act.1"]']
+
+Measures every finished level (or the one asked for) on the run's probe set, with the
+run's own `spectra` settings unless overridden, writes `<run_dir>/spectra/<job>.npz` (same keys
+as a level's spectra.npz, one measurement at the level's final step) and prints the metrics.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+from rich.table import Table
+
+from channels.spectra import SpectraHistory, measure, save_npz
+from experiments.config import parse
+from experiments.recipes.imp import LightningEnvironment, build_parser, console, probe_inputs, quiet_libraries
+from lth import rundir
+from lth.errors import LTCError
+
+SHOWN = ("effective_rank", "participation_ratio", "top1_share")
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="ltc spectra", description=__doc__.splitlines()[0], exit_on_error=False)
+    parser.add_argument("--run_dir", type=str, required=True, help="a run directory made by `ltc imp`")
+    parser.add_argument("--level", type=int | None, default=None, help="only this level (default: all finished)")
+    parser.add_argument("--branch", type=str | None, default=None, help="a branch (random_prune...) instead of the main line")
+    parser.add_argument("--sites", type=list[str] | None, default=None, help="covariance sites (default: the run's)")
+    parser.add_argument("--jacobians", type=list[str] | None, default=None, help="Jacobian pairs a->b (default: the run's)")
+    return parser
+
+
+def finished_jobs(run_dir: Path, level: int | None, branch: str | None) -> list[tuple[str, Path]]:
+    """(job name, directory) of every finished level of the chosen line, in level order."""
+    base = run_dir if branch is None else run_dir / "branches" / branch
+    dirs = sorted(p for p in base.glob("level_*") if rundir.is_done(p))
+    if level is not None:
+        dirs = [p for p in dirs if p.name == f"level_{level:02d}"]
+    if not dirs:
+        which = f"level {level}" if level is not None else "any level"
+        raise LTCError(f"{base} has no finished {which}: run `ltc imp` first or pick another --level/--branch")
+    prefix = "" if branch is None else f"{branch}/"
+    return [(prefix + p.name, p) for p in dirs]
+
+
+def main(argv: list[str]) -> int:
+    quiet_libraries()
+    args = parse(_parser(), argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise LTCError(f"{run_dir} is not a run directory (no config.yaml): pass the directory `ltc imp` made")
+    jobs = finished_jobs(run_dir, args.level, args.branch)
+    parser = build_parser()
+    cfg = parse(parser, ["--config", str(run_dir / "config.yaml"), "--wandb.mode", "disabled"])
+    env = LightningEnvironment(parser, cfg, run_dir, "spectra")
+    spectra = env.spectra
+    spectra.sites = spectra.sites if args.sites is None else args.sites
+    spectra.jacobians = spectra.jacobians if args.jacobians is None else args.jacobians
+    spectra.validate()
+    if not spectra.sites and not spectra.jacobians:
+        raise LTCError("no sites to measure: pass --sites and/or --jacobians")
+    probe = probe_inputs(env.datamodule, spectra.probe_size)
+    jacobian_probe = probe[: spectra.jacobian_probe_size]
+    table = Table(title=f"spectra of {run_dir}")
+    table.add_column("job")
+    table.add_column("spectrum")
+    for name in SHOWN:
+        table.add_column(name, justify="right")
+    for job, directory in jobs:
+        net = env.make_task().net
+        net.load_state_dict(rundir.load_tensors(rundir.verify(directory, "weights.safetensors")))
+        result = measure(net, probe, jacobian_probe, spectra, step=0)
+        history = SpectraHistory()
+        history.add(0, result)
+        save_npz(run_dir / "spectra" / f"{job.replace('/', '__')}.npz", history.arrays())
+        for key, entry in result.items():
+            if "eigenvalues" in entry:
+                table.add_row(job, key, *(f"{entry['metrics'][m]:.3f}" for m in SHOWN))
+    console.print(table)
+    console.print(f"wrote {len(jobs)} file(s) under {run_dir / 'spectra'}")
+    return 0
