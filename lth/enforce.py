@@ -1,10 +1,11 @@
 """Keep pruned weights at exactly zero during training, with plain tensors (no re-parametrisation).
 
-Zeroing the gradients of pruned entries before each optimiser step keeps them at zero through
-SGD (momentum, weight decay: buffers stay 0 because grad and weight are 0) and Adam/AdamW
-(moments stay 0, so the update 0 / (sqrt(0) + eps) is 0). The weights are also re-masked after
-each step, which costs one fused multiply and guards against anything that writes to them
-(gradient clipping never does; custom optimisers might).
+Pruned weights are zeroed once at the start of fit; after that, zeroing the gradients of pruned
+entries before each optimiser step (one fused multiply) keeps them at exactly zero through SGD
+(momentum, weight decay: buffers stay 0 because grad and weight are 0) and Adam/AdamW (moments
+stay 0, so the update 0 / (sqrt(0) + eps) is 0; decoupled decay scales 0 to 0). Tests check
+weights, grads and moment buffers after every step. An optimiser that writes to weights in
+other ways can call `apply_to_weights` after its step (`attach(..., remask_weights=True)`).
 """
 from __future__ import annotations
 
@@ -52,11 +53,13 @@ class MaskEnforcer:
                 if torch.is_tensor(value) and value.shape == p.shape:
                     value.mul_(m)
 
-    def attach(self, optimizer: torch.optim.Optimizer):
-        """Mask the grads before and the weights after every `optimizer.step()`; returns the hook handles."""
-        pre = optimizer.register_step_pre_hook(lambda *_: self.apply_to_grads())
-        post = optimizer.register_step_post_hook(lambda *_: self.apply_to_weights())
-        return pre, post
+    def attach(self, optimizer: torch.optim.Optimizer, remask_weights: bool = False) -> list:
+        """Mask the grads before every `optimizer.step()` (and the weights after it, when asked);
+        returns the hook handles."""
+        handles = [optimizer.register_step_pre_hook(lambda *_: self.apply_to_grads())]
+        if remask_weights:
+            handles.append(optimizer.register_step_post_hook(lambda *_: self.apply_to_weights()))
+        return handles
 
 
 class MaskCallback(pl.Callback):
