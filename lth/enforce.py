@@ -55,7 +55,8 @@ class MaskEnforcer:
 
     def attach(self, optimizer: torch.optim.Optimizer, remask_weights: bool = False) -> list:
         """Mask the grads before every `optimizer.step()` (and the weights after it, when asked);
-        returns the hook handles."""
+        returns the hook handles. For plain loops that call backward before `step()`; with a
+        closure-based step (Lightning) use `MaskCallback`."""
         handles = [optimizer.register_step_pre_hook(lambda *_: self.apply_to_grads())]
         if remask_weights:
             handles.append(optimizer.register_step_post_hook(lambda *_: self.apply_to_weights()))
@@ -63,21 +64,22 @@ class MaskEnforcer:
 
 
 class MaskCallback(pl.Callback):
-    """Lightning side of `MaskEnforcer`: masks weights at the start of fit and hooks every optimiser."""
+    """Lightning side of `MaskEnforcer`: masks the weights at the start of fit (and any resumed
+    optimiser state), then the gradients after every backward pass.
+
+    Lightning calls `optimizer.step(closure)` with backward inside the closure, so an optimiser
+    pre-step hook would run before the gradients exist; `on_after_backward` runs after them.
+    """
 
     def __init__(self, mask: Mapping[str, torch.Tensor]) -> None:
         self.mask = dict(mask)
         self.enforcer: MaskEnforcer | None = None
-        self._handles: list = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.enforcer = MaskEnforcer(pl_module.net, self.mask)
         self.enforcer.apply_to_weights()
         for optimizer in trainer.optimizers:
-            self.enforcer.apply_to_optimizer_state(optimizer)  # resumed state from a checkpoint
-            self._handles += self.enforcer.attach(optimizer)
+            self.enforcer.apply_to_optimizer_state(optimizer)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.enforcer.apply_to_grads()
