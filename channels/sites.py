@@ -12,6 +12,7 @@ Hugging Face transformers, a named place in block ``l`` of the model's block lis
 Negative ``l`` counts from the last block. Sites are read with forward hooks (`capture`,
 `run_sites`) and overwritten with `replace`, so every measurement runs the model's own code.
 """
+
 from __future__ import annotations
 
 import re
@@ -284,8 +285,11 @@ def run_sites(
     """One forward pass, stopped once every site is recorded; returns site name -> activation."""
     with capture(model, sites, keep_graph=keep_graph, stop=True) as records:
         call_model(model, inputs)
-    missing = [name for name in (s.name if isinstance(s, Site) else s for s in sites)
-               if name not in records]
+    missing = [
+        name
+        for name in (s.name if isinstance(s, Site) else s for s in sites)
+        if name not in records
+    ]
     if missing:
         raise LTCError(f"sites {missing} were not reached by the forward pass")
     return records

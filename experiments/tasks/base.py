@@ -23,8 +23,11 @@ class Task(pl.LightningModule):
         lr: learning rate.
         weight_decay: L2 (sgd, adam) or decoupled (adamw) weight decay.
         momentum: SGD momentum.
-        scheduler: `constant` or `cosine` (cosine decays to 0 at `trainer.max_steps`).
+        scheduler: `constant`, `cosine` (decays to 0 at `trainer.max_steps`) or `multistep`
+            (multiplies the rate by `gamma` at each step in `milestones`, as the ResNet/VGG recipes do).
         warmup_steps: linear warm-up length in optimiser steps.
+        milestones: optimiser steps of the `multistep` decays.
+        gamma: the `multistep` decay factor.
     """
 
     def __init__(
@@ -36,12 +39,14 @@ class Task(pl.LightningModule):
         momentum: float = 0.9,
         scheduler: str = "constant",
         warmup_steps: int = 0,
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
     ) -> None:
         super().__init__()
         if optimizer not in ("adam", "adamw", "sgd"):
             raise LTCError(f"unknown optimizer {optimizer!r}: use adam, adamw or sgd")
-        if scheduler not in ("constant", "cosine"):
-            raise LTCError(f"unknown scheduler {scheduler!r}: use constant or cosine")
+        if scheduler not in ("constant", "cosine", "multistep"):
+            raise LTCError(f"unknown scheduler {scheduler!r}: use constant, cosine or multistep")
         if lr <= 0:
             raise LTCError(f"lr must be positive, got {lr}")
         self.net = net
@@ -51,6 +56,8 @@ class Task(pl.LightningModule):
         self.momentum = momentum
         self.scheduler_name = scheduler
         self.warmup_steps = warmup_steps
+        self.milestones = sorted(milestones or [])
+        self.gamma = gamma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -66,12 +73,14 @@ class Task(pl.LightningModule):
         if self.scheduler_name == "constant" and self.warmup_steps == 0:
             return opt
         total = max(int(self.trainer.max_steps or 0), 1) if self.trainer else 1
-        warmup, cosine = self.warmup_steps, self.scheduler_name == "cosine"
+        warmup, name = self.warmup_steps, self.scheduler_name
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            if not cosine:
+            if name == "multistep":
+                return self.gamma ** sum(step >= m for m in self.milestones)
+            if name == "constant":
                 return 1.0
             progress = min((step - warmup) / max(total - warmup, 1), 1.0)
             return 0.5 * (1.0 + math.cos(math.pi * progress))

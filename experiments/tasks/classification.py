@@ -22,8 +22,10 @@ class ClassificationTask(Task):
         momentum: float = 0.9,
         scheduler: str = "constant",
         warmup_steps: int = 0,
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
     ) -> None:
-        super().__init__(net, optimizer, lr, weight_decay, momentum, scheduler, warmup_steps)
+        super().__init__(net, optimizer, lr, weight_decay, momentum, scheduler, warmup_steps, milestones, gamma)
         self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
         self.test_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
 
