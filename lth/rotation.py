@@ -19,6 +19,7 @@ orthogonal to the ones vector and the identity on 1/sqrt(d). With that:
 The unembedding has no bias, so `ln_f`'s bias b cannot be folded into it; it stays in `ln_f` as
 b / g (then rotated), which needs every final LayerNorm gain g to be non-zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,9 @@ def random_rotation_fixing_ones(
     and R is Haar on O(d-1) (QR of a Gaussian matrix with the signs of R's diagonal fixed).
     """
     u = torch.full((d, 1), 1.0 / math.sqrt(d), dtype=torch.float64)
-    complement = torch.linalg.qr(torch.cat([u, torch.eye(d, dtype=torch.float64)[:, : d - 1]], 1)).Q[:, 1:]
+    complement = torch.linalg.qr(
+        torch.cat([u, torch.eye(d, dtype=torch.float64)[:, : d - 1]], 1)
+    ).Q[:, 1:]
     gaussian = torch.randn(d - 1, d - 1, generator=generator, dtype=torch.float64)
     r, upper = torch.linalg.qr(gaussian)
     r = r * torch.sign(torch.diagonal(upper))
@@ -63,7 +66,7 @@ def fold_layer_norms(model: GPT2LMHeadModel) -> None:
     The function is unchanged (up to rounding).
     """
     if getattr(model.config, "add_cross_attention", False):
-        raise LTCError("rotation supports decoder-only GPT-2 without cross-attention; set add_cross_attention=False")
+        raise LTCError("rotation supports decoder-only GPT-2 only: set add_cross_attention=False")
     untie_embeddings(model)
     for block in model.transformer.h:
         _fold_into_conv1d(block.ln_1, block.attn.c_attn)
@@ -71,7 +74,9 @@ def fold_layer_norms(model: GPT2LMHeadModel) -> None:
     ln_f, unembed = model.transformer.ln_f, model.lm_head
     gain, bias = _float64_copy(ln_f.weight), _float64_copy(ln_f.bias)
     if bool((gain == 0).any()):
-        raise LTCError("ln_f has a zero gain: its bias cannot be folded; the rotation needs non-zero ln_f weights")
+        raise LTCError(
+            "ln_f has a zero gain, so its bias cannot be folded: give ln_f non-zero weights"
+        )
     unembed.weight.copy_(unembed.weight.double() * gain)
     ln_f.weight.fill_(1.0)
     ln_f.bias.copy_(bias / gain)
@@ -83,7 +88,8 @@ def _float64_copy(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _fold_into_conv1d(norm: nn.LayerNorm, read: nn.Module) -> None:
-    gain, bias, weight = _float64_copy(norm.weight), _float64_copy(norm.bias), _float64_copy(read.weight)
+    gain, bias = _float64_copy(norm.weight), _float64_copy(norm.bias)
+    weight = _float64_copy(read.weight)
     read.bias.copy_(read.bias.double() + bias @ weight)
     read.weight.copy_(gain[:, None] * weight)
     norm.weight.fill_(1.0)
@@ -91,7 +97,9 @@ def _fold_into_conv1d(norm: nn.LayerNorm, read: nn.Module) -> None:
 
 
 @torch.no_grad()
-def rotate_residual_basis(model: GPT2LMHeadModel, generator: torch.Generator | None = None) -> torch.Tensor:
+def rotate_residual_basis(
+    model: GPT2LMHeadModel, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Fold the LayerNorms, then rotate the residual stream by a random Q; returns Q (float64).
 
     Modifies `model` in place (parameter names and shapes stay the same, lm_head is untied from
@@ -102,7 +110,12 @@ def rotate_residual_basis(model: GPT2LMHeadModel, generator: torch.Generator | N
     q = random_rotation_fixing_ones(model.config.n_embd, generator)
     transformer = model.transformer
     # residual index last: embeddings, writes (Conv1D out), LN biases, the unembedding (Linear in)
-    residual_last = [transformer.wte.weight, transformer.wpe.weight, transformer.ln_f.bias, model.lm_head.weight]
+    residual_last = [
+        transformer.wte.weight,
+        transformer.wpe.weight,
+        transformer.ln_f.bias,
+        model.lm_head.weight,
+    ]
     # residual index first: Conv1D reads (weight is in x out)
     residual_first = []
     for block in transformer.h:

@@ -1,4 +1,5 @@
-"""The rotation control keeps the function of a GPT-2 and moves its weights off the standard basis."""
+"""The rotation control keeps a GPT-2's function and moves its weights off the standard basis."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,7 +15,9 @@ from lth.rotation import fold_layer_norms, random_rotation_fixing_ones, rotate_r
 def tiny_gpt(dtype: torch.dtype = torch.float64, tie: bool = False, seed: int = 0):
     """A 2-layer GPT-2 whose LayerNorms have non-trivial gains and biases, so folding matters."""
     torch.manual_seed(seed)
-    model = gpt2(vocab_size=50, n_layer=2, n_head=2, n_embd=16, n_positions=12, tie_word_embeddings=tie)
+    model = gpt2(
+        vocab_size=50, n_layer=2, n_head=2, n_embd=16, n_positions=12, tie_word_embeddings=tie
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if ".ln_" in name or "ln_f" in name:
@@ -38,7 +41,9 @@ IDS = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(1))
 def test_rotation_matrix_is_orthogonal_and_fixes_ones():
     q = random_rotation_fixing_ones(16, torch.Generator().manual_seed(0))
     torch.testing.assert_close(q.T @ q, torch.eye(16, dtype=torch.float64), atol=1e-12, rtol=0)
-    torch.testing.assert_close(q @ torch.ones(16, dtype=torch.float64), torch.ones(16, dtype=torch.float64))
+    torch.testing.assert_close(
+        q @ torch.ones(16, dtype=torch.float64), torch.ones(16, dtype=torch.float64)
+    )
     assert torch.det(q).abs().item() == pytest.approx(1.0)
     assert (q - torch.eye(16, dtype=torch.float64)).abs().max() > 0.1
 
@@ -81,7 +86,9 @@ def test_rotation_rotates_the_residual_stream_by_q():
     """The pre-LN residual after each block is the original residual times Q."""
     model = tiny_gpt()
     captured = []
-    hooks = [b.register_forward_hook(lambda m, i, o: captured.append(o[0])) for b in model.transformer.h]
+    hooks = [
+        b.register_forward_hook(lambda m, i, o: captured.append(o[0])) for b in model.transformer.h
+    ]
     logits(model, IDS)
     q = rotate_residual_basis(model, torch.Generator().manual_seed(0))
     logits(model, IDS)
@@ -103,7 +110,7 @@ def test_rotation_changes_the_embedding_basis_but_not_its_geometry():
 
 
 def test_rotation_moves_the_largest_weights():
-    """Large weights planted on one residual coordinate spread out: the basis is no longer privileged."""
+    """Large weights planted on one residual coordinate spread out: no privileged basis is left."""
     model = gpt2(vocab_size=50, n_layer=1, n_head=2, n_embd=64, n_positions=8).double()
     c_fc = model.transformer.h[0].mlp.c_fc.weight
     with torch.no_grad():

@@ -1,0 +1,44 @@
+"""A small randomly initialised GPT-2 built from a config: nothing is downloaded.
+
+Returns the Hugging Face model itself, so parameter names (the keys of masks) are the HF ones,
+e.g. `transformer.h.0.attn.c_attn.weight`. Attention is the eager implementation because
+torch.func transforms (vmap, jvp) need it for Jacobian measurements.
+"""
+
+from __future__ import annotations
+
+from transformers import GPT2Config, GPT2LMHeadModel
+
+
+def gpt2(
+    vocab_size: int = 256,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_embd: int = 128,
+    n_positions: int = 256,
+    dropout: float = 0.0,
+    tie_word_embeddings: bool = False,
+    **extra,
+) -> GPT2LMHeadModel:
+    """Build a GPT-2 language model with random weights.
+
+    `dropout` sets the residual, embedding and attention dropout together; `extra` goes to
+    `GPT2Config` unchanged (e.g. `n_inner`, `activation_function`, `layer_norm_epsilon`).
+    The bos/eos ids are the last token of the vocabulary so they stay inside it.
+    """
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        n_positions=n_positions,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
+        tie_word_embeddings=tie_word_embeddings,
+        attn_implementation="eager",
+        **extra,
+    )
+    return GPT2LMHeadModel(config)
