@@ -5,6 +5,11 @@ import logging
 import os
 
 import pytest
+import torch
+
+# Tests run tiny models, for which one thread is as fast as two and immune to oversubscription
+# (DDP tests start their own processes beside this one).
+torch.set_num_threads(1)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
