@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except LTCError as exc:
         print(f"ltc {name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment (disk full, permissions, a vanished file), not the input
+        print(f"ltc {name}: error: {' '.join(str(exc).split())}; fix that, then re-run the same command "
+              "to resume", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"ltc {name}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -13,7 +13,12 @@ from torch.utils.data import DataLoader, Sampler
 
 
 class StepBatchSampler(Sampler[list[int]]):
-    """Yields the batches of steps `start_step .. total_steps - 1` for this rank."""
+    """Yields the batches of steps `start_step .. total_steps - 1` for this rank.
+
+    Its length is always `total_steps`: Lightning resumes a level's single epoch at the
+    checkpoint's batch index and ends it at this length, so a shorter length would end the epoch
+    early and replay the data from `start_step` in a second one.
+    """
 
     def __init__(self, size: int, batch_size: int, seed: int, total_steps: int,
                  rank: int = 0, world_size: int = 1) -> None:
@@ -22,7 +27,7 @@ class StepBatchSampler(Sampler[list[int]]):
         self.start_step = 0
 
     def __len__(self) -> int:
-        return max(self.total_steps - self.start_step, 0)
+        return self.total_steps
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
@@ -32,7 +37,7 @@ class StepBatchSampler(Sampler[list[int]]):
         position = self.start_step * per_step
         epoch, offset = divmod(position, self.size)
         perm = self._permutation(epoch)
-        for _ in range(len(self)):
+        for _ in range(self.total_steps - self.start_step):
             chunk = []
             while len(chunk) < per_step:
                 take = perm[offset : offset + per_step - len(chunk)]

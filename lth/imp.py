@@ -5,16 +5,26 @@ Level L prunes `prune_fraction` of the weights that survived level L-1, using le
 *trained* magnitudes, rewinds the survivors to theta_k and trains again with a fresh task
 (fresh optimiser and scheduler): one `Trainer.fit` per level. After each level its control
 branches run on the same sparsity. Everything lands in the run directory (see DESIGN.md);
-levels with a `DONE` manifest are skipped, an unfinished one resumes from its last checkpoint.
+levels with a `DONE` manifest are skipped (after checking every artifact's checksum), an
+unfinished one resumes from its last checkpoint, bitwise as if never stopped on the CPU.
+
+Multi-process runs (Lightning DDP) execute this driver in every process. Only global rank 0
+writes; every rank computes each mask itself from the same saved files (deterministic CPU code,
+checked equal across ranks at the start of fit), because no process group exists before fit to
+broadcast one.
 
 The driver knows nothing of data, models or W&B: an `Environment` supplied by the caller
 builds tasks, trainers' extra callbacks and loggers.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
+import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +42,16 @@ from lth.masks import Mask, density, full_mask, layer_density, load_mask, save_m
 from lth.pruning import check_fraction, magnitude_prune, resolve_rates, select_prunable
 
 BRANCHES = ("random_reinit", "random_prune", "shuffle")
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def is_global_zero() -> bool:
+    """Whether this process owns the run directory: global rank 0 of a multi-process launch.
+
+    Known before any Trainer exists from the launcher's environment (Lightning's own launcher,
+    torchrun, SLURM): a process with a non-zero rank, local rank or node rank is not rank 0.
+    """
+    return all(int(os.environ.get(name) or 0) == 0 for name in RANK_VARIABLES)
 
 
 @dataclass
@@ -69,6 +89,8 @@ class ImpConfig:
         if self.levels < 0:
             raise LTCError(f"imp.levels must be >= 0, got {self.levels}")
         check_fraction(self.prune_fraction, "imp.prune_fraction")
+        if self.strategy not in ("global", "layerwise"):
+            raise LTCError(f"unknown imp.strategy {self.strategy!r}: use global or layerwise")
         if self.rewind_step < 0:
             raise LTCError(f"imp.rewind_step must be >= 0, got {self.rewind_step}")
         if max_steps <= 0:
@@ -145,36 +167,119 @@ class RewindCapture(pl.Callback):
         self._capture(trainer, pl_module)
 
 
+def _step_seed(*parts: int) -> int:
+    """A 63-bit seed from the sha256 of the parts (independent streams for neighbouring steps)."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
+class StepSeed(pl.Callback):
+    """Seeds torch, numpy and `random` at the start of every training step from (seed, step, rank).
+
+    Randomness drawn inside a step (dropout, random probes) is then a function of the step alone,
+    so a level resumed from a checkpoint draws exactly what an uninterrupted one would, whatever
+    the data loaders and validation drew from the global generators in between.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        seed = _step_seed(self.seed, trainer.global_step, trainer.global_rank)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+
+
+class DivergenceGuard(pl.Callback):
+    """Stops the level with `FloatingPointError` at the first non-finite training loss, on all ranks
+    together (a rank that stopped alone would leave the others waiting in a collective)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        finite = loss is None or bool(torch.isfinite(loss).all())
+        if not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise FloatingPointError(f"non-finite training loss at step {trainer.global_step}")
+
+
+class MaskAgreement(pl.Callback):
+    """With several processes, checks at the start of fit that every rank trains the same mask."""
+
+    def __init__(self, mask: Mask) -> None:
+        self.digest = rundir.tensors_sha256(mask)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.world_size == 1:
+            return
+        same = trainer.strategy.broadcast(self.digest, src=0) == self.digest
+        if not trainer.strategy.reduce_boolean_decision(same, all=True):
+            raise RuntimeError("the ranks computed different masks from the same files; "
+                               "pruning must be deterministic (please report this)")
+
+
+def _validates_after_this_batch(trainer: pl.Trainer) -> bool:
+    """Whether Lightning validates right after the current training batch (its own test)."""
+    return trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
+
+
 class AtomicCheckpoint(pl.Callback):
     """Every n optimiser steps, save a full Lightning checkpoint to `last.ckpt` by rename.
 
-    The checkpoint also carries the RNG states, and loading it moves the step-indexed sampler
-    to the checkpoint's step, so a resumed level continues exactly where it stopped.
+    It saves where Lightning's own checkpointing does, so that Lightning's loops resume
+    consistently: after the training batch, or, when validation follows the batch, after the
+    validation (whose results are then in the checkpoint, with `EvalRecorder`'s state). Loading
+    moves the step-indexed sampler to the checkpoint's step; with `StepSeed`, the resumed level
+    continues exactly where it stopped.
     """
 
     def __init__(self, path: Path, every_n_steps: int, sampler: StepBatchSampler | None) -> None:
         self.path, self.every, self.sampler = path, every_n_steps, sampler
+        self._after_validation = False
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        # plain types only: Lightning loads checkpoints with torch.load(weights_only=True)
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                    "numpy": [name, keys.tolist(), pos, has_gauss, gauss]}
+        checkpoint["world_size"] = trainer.world_size
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        saved = checkpoint.get("world_size", trainer.world_size)
+        if saved != trainer.world_size:  # each step's batch is split across the processes
+            raise LTCError(f"{self.path} was saved by {saved} processes, this run has {trainer.world_size}: "
+                           "resume with the same trainer.devices and num_nodes, or delete it to restart the level")
         self.sampler.start_step = int(checkpoint["global_step"])
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            random.setstate(states["python"])
-            name, keys, pos, has_gauss, gauss = states["numpy"]
-            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every == 0 and trainer.global_step < (trainer.max_steps or 0):
-            trainer.save_checkpoint(self.path.with_suffix(".tmp"))
+            if _validates_after_this_batch(trainer):
+                self._after_validation = True
+            else:
+                self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._after_validation and not trainer.sanity_checking:
+            self._after_validation = False
+            self._save(trainer)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            trainer.save_checkpoint(tmp)
             if trainer.is_global_zero:
-                self.path.with_suffix(".tmp").replace(self.path)
+                tmp.replace(self.path)
+        except OSError as exc:
+            raise LTCError(f"cannot write the checkpoint {self.path}: {' '.join(str(exc).split())}; "
+                           "free disk space, then re-run the same command to resume") from exc
+
+
+def resumable_checkpoint(path: Path) -> Path | None:
+    """`path` if a checkpoint is there, after checking that it loads as plain tensors and types
+    (`weights_only`: a pickle that would run code is refused, not run)."""
+    if not path.is_file():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises several types on corrupt or unsafe files
+        reason = " ".join(str(exc).split())[:300]
+        raise LTCError(f"cannot resume from {path} ({type(exc).__name__}: {reason}); it is corrupt or not a "
+                       "checkpoint of this program: delete it to restart that level from its beginning") from exc
+    return path
 
 
 class EvalRecorder(pl.Callback):
@@ -188,6 +293,12 @@ class EvalRecorder(pl.Callback):
             return
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.evaluations.append({"step": trainer.global_step, **values})
+
+    def state_dict(self) -> dict:
+        return {"evaluations": self.evaluations}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.evaluations = list(state_dict["evaluations"])
 
 
 def _prunable_state(state: dict[str, torch.Tensor], mask: Mask) -> dict[str, torch.Tensor]:
@@ -205,19 +316,22 @@ class IMPDriver:
         """`line` names a secondary IMP line (its jobs are `<line>/level_LL`); None = the main line."""
         self.run_dir, self.cfg, self.env, self.line = Path(run_dir), config, env, line
         self.cfg.validate(int(env.trainer_kwargs.get("max_steps") or 0))
+        self.net = self.env.make_task().net  # the reference every loaded mask and state is checked against
         self.names = self._prunable_names()  # fails early on patterns that match nothing
         self.results: dict[str, dict] = {}
 
     # ---- weights -------------------------------------------------------------------------
     def _theta0(self) -> dict[str, torch.Tensor]:
         path = self.run_dir / "init.safetensors"
-        if not path.exists():
-            pl.seed_everything(self.env.seed, verbose=False)
-            net = self.env.make_task().net
-            if self.line == "rotated":
-                self.env.rotate(net)
+        if path.exists():
+            return self._state(path)
+        pl.seed_everything(self.env.seed, verbose=False)
+        net = self.env.make_task().net
+        if self.line == "rotated":
+            self.env.rotate(net)
+        if is_global_zero():  # other ranks build the same weights from the same seed
             rundir.save_tensors(path, net.state_dict())
-        return rundir.load_tensors(path)
+        return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     def _theta_k(self) -> dict[str, torch.Tensor]:
         if self.cfg.rewind_step == 0:
@@ -225,35 +339,57 @@ class IMPDriver:
         path = self.run_dir / "rewind.safetensors"
         if not path.exists():
             raise LTCError(f"{path} is missing although level 0 is finished; delete level_00 to recompute it")
-        return rundir.load_tensors(path)
+        return self._state(path)
 
     def _trained(self, directory: Path) -> dict[str, torch.Tensor]:
-        return rundir.load_tensors(rundir.verify(directory, "weights.safetensors"))
+        return self._state(rundir.verify(directory, "weights.safetensors"))
+
+    def _state(self, path: Path) -> dict[str, torch.Tensor]:
+        """A saved state dict, checked to fit this config's network."""
+        state = rundir.load_tensors(path)
+        expected = {k: tuple(v.shape) for k, v in self.net.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if found != expected:
+            diff = sorted(set(found.items()) ^ set(expected.items()))[:3]
+            raise LTCError(f"{path} holds the weights of another model (differences: {diff}); "
+                           "it belongs to another config: delete it (or its level) to recompute it")
+        return state
 
     def _prunable_names(self) -> list[str]:
-        net = self.env.make_task().net
-        names = select_prunable(net, self.cfg.include, self.cfg.ignore)
+        names = select_prunable(self.net, self.cfg.include, self.cfg.ignore)
         resolve_rates(names, self.cfg.prune_fraction, self.cfg.rate_overrides)  # fail early on bad patterns
         return names
 
     # ---- masks ---------------------------------------------------------------------------
+    def _mask(self, directory: Path) -> Mask:
+        """A finished job's mask, checked against its checksum and this config's network."""
+        mask = load_mask(rundir.verify(directory, "mask.safetensors"))
+        validate_mask(mask, self.net)
+        if sorted(mask) != sorted(self.names):
+            raise LTCError(f"{directory / 'mask.safetensors'} covers other tensors than this config prunes; "
+                           f"it belongs to another config: delete {directory} to recompute it")
+        return mask
+
     def _level_mask(self, level: int, names: list[str]) -> Mask:
         if level == 0:
-            return full_mask(self.env.make_task().net, names)
+            return full_mask(self.net, names)
         prev = self.run_dir / f"level_{level - 1:02d}"
-        prev_mask = load_mask(rundir.verify(prev, "mask.safetensors"))
-        return magnitude_prune(self._trained(prev), prev_mask, self.cfg.prune_fraction,
+        return magnitude_prune(self._trained(prev), self._mask(prev), self.cfg.prune_fraction,
                                self.cfg.strategy, self.cfg.rate_overrides)
 
     # ---- running -------------------------------------------------------------------------
     def run(self) -> dict[str, dict]:
         names = self.names
+        if is_global_zero():  # leftovers of a write interrupted at the top (init, rewind, config)
+            for path in self.run_dir.glob("*"):
+                if rundir.is_temporary(path):
+                    path.unlink()
         self._theta0()
         branch_levels = self.cfg.branch_levels or list(range(1, self.cfg.levels + 1))
         for level in range(self.cfg.levels + 1):
             job_dir = self.run_dir / f"level_{level:02d}"
             if rundir.is_done(job_dir):
-                self._skip(Job(level, self.line, job_dir, load_mask(rundir.verify(job_dir, "mask.safetensors"))))
+                self._skip(Job(level, self.line, job_dir, self._mask(job_dir)))
             else:
                 mask = self._level_mask(level, names)
                 start = None if level == 0 else _prunable_state(self._theta_k(), mask)
@@ -270,9 +406,9 @@ class IMPDriver:
     def _run_branch(self, branch: str, level: int) -> None:
         job_dir = self.run_dir / "branches" / branch / f"level_{level:02d}"
         if rundir.is_done(job_dir):
-            self._skip(Job(level, branch, job_dir, load_mask(rundir.verify(job_dir, "mask.safetensors"))))
+            self._skip(Job(level, branch, job_dir, self._mask(job_dir)))
             return
-        ticket = load_mask(rundir.verify(self.run_dir / f"level_{level:02d}", "mask.safetensors"))
+        ticket = self._mask(self.run_dir / f"level_{level:02d}")
         gen = torch.Generator().manual_seed(self.env.seed * 1000 + level)
         theta_k = self._theta_k()
         if branch == "random_reinit":
@@ -287,23 +423,28 @@ class IMPDriver:
         self._train(Job(level, branch, job_dir, mask), start)
 
     def _skip(self, job: Job) -> None:
-        metrics = json.loads(rundir.verify(job.dir, "metrics.json").read_text())
+        rundir.verify_all(job.dir)  # a finished level is trusted only whole
+        metrics = json.loads((job.dir / "metrics.json").read_text())
+        if is_global_zero():  # a stop between `DONE` and the checkpoint's removal leaves it behind
+            shutil.rmtree(job.dir / "checkpoints", ignore_errors=True)
         self.results[job.name] = metrics
         self.env.report(job, metrics, skipped=True)
 
     def _train(self, job: Job, start: dict[str, torch.Tensor] | None) -> None:
         """Train one job from `start` (None = theta_0) and write its artifacts, `DONE` last."""
-        job.dir.mkdir(parents=True, exist_ok=True)
         task = self.env.make_task()
         validate_mask(job.mask, task.net)
         task.net.load_state_dict(self._theta0() if start is None else start)
-        save_mask(job.dir / ".mask.tmp", job.mask)
-        (job.dir / ".mask.tmp").replace(job.dir / "mask.safetensors")
-
         ckpt = job.dir / "checkpoints" / "last.ckpt"
-        ckpt.parent.mkdir(exist_ok=True)
+        if is_global_zero():
+            _clear_unfinished(job.dir)
+            rundir.atomic_write(job.dir / "mask.safetensors", lambda tmp: save_mask(tmp, job.mask))
+            ckpt.parent.mkdir(exist_ok=True)
+        resume = resumable_checkpoint(ckpt)
+
         recorder = EvalRecorder()
-        callbacks: list[pl.Callback] = [MaskCallback(job.mask), recorder]
+        callbacks: list[pl.Callback] = [StepSeed(self.env.seed), DivergenceGuard(), MaskAgreement(job.mask),
+                                        MaskCallback(job.mask), recorder]
         if job.level == 0 and job.branch == self.line and self.cfg.rewind_step > 0:
             callbacks.append(RewindCapture(self.cfg.rewind_step, self.run_dir / "rewind.safetensors"))
         callbacks += self.env.make_callbacks(job)
@@ -325,8 +466,11 @@ class IMPDriver:
                 trainer.global_rank, trainer.world_size)
             pl.seed_everything(self.env.seed, verbose=False)
             started = time.perf_counter()
-            trainer.fit(task, train_dataloaders=train, val_dataloaders=dm.val_dataloader(),
-                        ckpt_path=str(ckpt) if ckpt.exists() else None)
+            try:
+                trainer.fit(task, train_dataloaders=train, val_dataloaders=dm.val_dataloader(),
+                            ckpt_path=resume, weights_only=True)
+            except FloatingPointError as exc:
+                self._fail(job, trainer, exc)
             train_time = time.perf_counter() - started
             dm.setup("test")
             tested = trainer.test(task, dataloaders=dm.test_dataloader(), verbose=False)[0]
@@ -350,8 +494,25 @@ class IMPDriver:
             files = ["mask.safetensors", "weights.safetensors", "metrics.json"]
             files += [f for f in ("spectra.npz",) if (job.dir / f).exists()]
             rundir.mark_done(job.dir, files)
-            ckpt.unlink(missing_ok=True)
-            if not any(ckpt.parent.iterdir()):
-                ckpt.parent.rmdir()
+            shutil.rmtree(ckpt.parent, ignore_errors=True)
+        trainer.strategy.barrier("level written")  # the other ranks read these files next
         self.results[job.name] = metrics
         self.env.report(job, metrics, skipped=False)
+
+    def _fail(self, job: Job, trainer: pl.Trainer, exc: FloatingPointError) -> None:
+        """Mark a diverged job failed in its `metrics.json` (no `DONE`) and stop the run."""
+        if trainer.is_global_zero:
+            rundir.write_json(job.dir / "metrics.json", {
+                "job": job.name, "level": job.level, "branch": job.branch, "density": density(job.mask),
+                "diverged": True, "step": trainer.global_step, "error": str(exc)})
+        raise LTCError(f"{job.name} diverged ({exc}); the level is marked failed in {job.dir / 'metrics.json'}: "
+                       "lower the learning rate or clip gradients (trainer.gradient_clip_val), "
+                       "in a new run dir") from exc
+
+
+def _clear_unfinished(directory: Path) -> None:
+    """Remove what an interrupted attempt at this job left behind (artifacts written before its
+    `DONE`, temporary files), keeping only the resumable checkpoint."""
+    for path in [*directory.glob("*"), *directory.glob("checkpoints/*")]:
+        if path.is_file() and path.name != "last.ckpt":
+            path.unlink()

@@ -20,7 +20,7 @@ from experiments.settings import TrainerConfig, WandbConfig
 from experiments.tasks.base import Task
 from lth import rundir
 from lth.errors import LTCError
-from lth.imp import IMPDriver, ImpConfig, Job
+from lth.imp import IMPDriver, ImpConfig, Job, is_global_zero
 from lth.rundir import config_hash
 
 console = Console(highlight=False)
@@ -50,6 +50,8 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # the step-indexed sampler makes mid-level resumes exact, which Lightning cannot see
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
@@ -70,6 +72,22 @@ class LightningEnvironment:
         self.spectra_seconds = 0.0
         self._task_parser = ArgumentParser(exit_on_error=False)
         self._task_parser.add_subclass_arguments(Task, "model")
+        if self.wandb_mode == "online":
+            check_wandb_credentials()
+        elif self.wandb_mode == "offline":
+            # wandb's own settings follow the environment: without this, offline runs still try to
+            # send wandb's telemetry to its server
+            os.environ["WANDB_MODE"] = "offline"
+
+    def check(self) -> None:
+        """Fail before the run dir is touched on what would otherwise fail mid-level: missing data,
+        unknown spectra sites."""
+        self.datamodule.setup("fit")
+        if self.spectra.enabled:
+            from channels.sites import resolve_sites
+
+            pairs = [site for pair in self.spectra.pairs() for site in pair]
+            resolve_sites(self.make_task().net, [*self.spectra.sites, *pairs])
 
     def make_task(self) -> Task:
         return self._task_parser.instantiate_classes(Namespace(model=self.cfg.model)).model
@@ -106,6 +124,8 @@ class LightningEnvironment:
         wandb.finish()
 
     def report(self, job: Job, metrics: dict, skipped: bool) -> None:
+        if not is_global_zero():
+            return
         acc = metrics["test"].get("test/acc", float("nan"))
         note = "done earlier" if skipped else f"{metrics['train_time_s']:.1f} s"
         if not skipped and getattr(self, "_spectra", None) is not None:
@@ -113,6 +133,17 @@ class LightningEnvironment:
             self._spectra = None
         console.print(f"[bold]{job.name:<26}[/bold] {100 * metrics['density']:6.2f}% remaining   "
                       f"test acc {acc:.4f}   ({note})")
+
+
+def check_wandb_credentials() -> None:
+    """Online W&B needs an API key; without one (and no terminal to ask) say so in one line."""
+    import wandb
+
+    try:
+        wandb.login(verify=False)
+    except wandb.errors.UsageError as exc:
+        raise LTCError(f"wandb.mode=online needs W&B credentials ({exc}); run `wandb login` or set "
+                       "WANDB_API_KEY, or use --wandb.mode offline and `wandb sync` later") from exc
 
 
 def probe_inputs(datamodule: pl.LightningDataModule, n: int):
@@ -126,7 +157,8 @@ def probe_inputs(datamodule: pl.LightningDataModule, n: int):
 
 
 def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: bool) -> None:
-    """Create the run dir and its config.yaml, refusing one that belongs to another config."""
+    """Create the run dir and its config.yaml, refusing one that belongs to another config.
+    Only global rank 0 writes; other ranks of a multi-process run only check."""
     config_path = run_dir / "config.yaml"
     wanted = config_hash(identity(cfg))
     if config_path.exists():
@@ -136,7 +168,7 @@ def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force
         except LTCError:
             existing = "unreadable"
         if existing != wanted:
-            if not force:
+            if not force or not is_global_zero():
                 raise LTCError(f"{run_dir} holds a run of another config (hash {existing}, this one {wanted}); "
                                "pick another --run_dir, or pass --force to replace it")
             backup = run_dir.with_name(run_dir.name + ".old")
@@ -145,11 +177,15 @@ def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force
             console.print(f"--force: moved the old run to {backup}")
     elif run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise LTCError(f"{run_dir} exists, is not empty and has no config.yaml; pick another --run_dir or pass --force")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_global_zero():
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LTCError(f"cannot create the run dir {run_dir} ({exc.strerror}); pick another --run_dir") from exc
     if not os.access(run_dir, os.W_OK):
         raise LTCError(f"run dir {run_dir} is not writable; pick another --run_dir")
-    text = parser.dump(cfg, skip_none=False)
-    rundir.write_text(config_path, text)
+    rundir.write_text(config_path, parser.dump(cfg, skip_none=False))
 
 
 def print_table(results: dict[str, dict], levels: int, branches: list[str]) -> None:
@@ -181,7 +217,11 @@ def main(argv: list[str]) -> int:
     imp_cfg.validate(cfg.trainer.max_steps)
     env = LightningEnvironment(parser, cfg, run_dir, experiment_id)
     driver = IMPDriver(run_dir, imp_cfg, env)
+    env.check()
     prepare_run_dir(run_dir, cfg, parser, cfg.force)
+    if not is_global_zero():
+        driver.run()
+        return 0
     console.print(f"run dir: {run_dir}   experiment: {experiment_id}   W&B: {env.wandb_mode}")
     results = driver.run()
     print_table(results, imp_cfg.levels, imp_cfg.branches)

@@ -1,0 +1,159 @@
+"""Read a finished IMP run directory: its config, its levels and branches, and their artifacts.
+
+Every artifact is checked against its level's `DONE` manifest before it is read, and loaded
+only when first asked for (a report touches a few of the many files a run holds).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from channels.spectra import load_npz
+from lth import rundir
+from lth.errors import LTCError
+from lth.masks import Mask, load_mask
+
+_LEVEL_DIR = re.compile(r"^level_(\d+)$")
+
+
+@dataclass(eq=False)
+class Trained:
+    """One finished training of a run: a level of the ticket line or of a branch (a control)."""
+
+    dir: Path
+    level: int
+    branch: str | None
+    metrics: dict
+
+    @property
+    def density(self) -> float:
+        return float(self.metrics["density"])
+
+    def test_metric(self, name: str = "test/acc") -> float:
+        return float(self.metrics.get("test", {}).get(name, float("nan")))
+
+    @cached_property
+    def mask(self) -> Mask:
+        return load_mask(rundir.verify(self.dir, "mask.safetensors"))
+
+    @cached_property
+    def weights(self) -> dict[str, torch.Tensor]:
+        return rundir.load_tensors(rundir.verify(self.dir, "weights.safetensors"))
+
+    @cached_property
+    def spectra(self) -> dict[str, np.ndarray] | None:
+        """The level's spectra.npz, or None when the run measured none."""
+        manifest = json.loads((self.dir / rundir.DONE).read_text())
+        if "spectra.npz" not in manifest.get("files", {}):
+            return None
+        return load_npz(rundir.verify(self.dir, "spectra.npz"))
+
+
+@dataclass(eq=False)
+class RunData:
+    """A run directory: the resolved config, finished levels and branches (name -> level -> job)."""
+
+    dir: Path
+    config: dict
+    levels: dict[int, Trained]
+    branches: dict[str, dict[int, Trained]] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed_everything") or 0)
+
+    @property
+    def data_order_seed(self) -> int:
+        value = self.config.get("data_order_seed")
+        return self.seed if value is None else int(value)
+
+    @property
+    def experiment(self) -> str:
+        return str(self.config.get("experiment", self.dir.name))
+
+    @property
+    def name(self) -> str:
+        """Short label: `s<seed>` or `s<seed>/d<data order>` when the data order differs."""
+        return f"s{self.seed}" if self.data_order_seed == self.seed else f"s{self.seed}/d{self.data_order_seed}"
+
+    @property
+    def top_k(self) -> int:
+        return int((self.config.get("spectra") or {}).get("top_k", 8))
+
+    @property
+    def dense(self) -> Trained:
+        return self.levels[0]
+
+    def init_weights(self) -> dict[str, torch.Tensor]:
+        return rundir.load_tensors(self.dir / "init.safetensors")
+
+    def line(self, branch: str | None) -> dict[int, Trained]:
+        """The ticket line (None) or a branch, by level."""
+        return self.levels if branch is None else self.branches.get(branch, {})
+
+
+def _finished(directory: Path, branch: str | None) -> dict[int, Trained]:
+    out: dict[int, Trained] = {}
+    if not directory.is_dir():
+        return out
+    for child in sorted(directory.iterdir()):
+        match = _LEVEL_DIR.match(child.name)
+        if match and rundir.is_done(child):
+            metrics = json.loads(rundir.verify(child, "metrics.json").read_text())
+            out[int(match.group(1))] = Trained(child, int(match.group(1)), branch, metrics)
+    return out
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read run directory `path`; LTCError when it is no run or has no finished dense level."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LTCError(f"{path} is not a directory; pass a run directory written by `ltc imp`")
+    config_path = path / "config.yaml"
+    if not config_path.is_file():
+        raise LTCError(f"{path} is not an IMP run directory (no config.yaml); pass a directory written by `ltc imp`")
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LTCError(f"{config_path} is not valid YAML ({' '.join(str(exc).split())[:200]})") from exc
+    levels = _finished(path, None)
+    if not levels:
+        raise LTCError(f"{path} has no finished levels (no level_*/DONE); let `ltc imp` finish at least level 0 first")
+    if 0 not in levels:
+        raise LTCError(f"{path} has no finished dense level (level_00/DONE); the ticket tests compare against it")
+    branches = {}
+    branch_root = path / "branches"
+    if branch_root.is_dir():
+        for child in sorted(branch_root.iterdir()):
+            found = _finished(child, child.name)
+            if found:
+                branches[child.name] = found
+    return RunData(path, config, levels, branches)
+
+
+def spectrum_keys(spectra: dict[str, np.ndarray]) -> list[str]:
+    """The spectra measured: `<site>/cov` and `<a>-><b>/jac`, in file order."""
+    return [k[: -len("/eigenvalues")] for k in spectra if k.endswith("/eigenvalues")]
+
+
+def key_site(key: str) -> str:
+    """Where a spectrum's eigenvectors live: the site of `<site>/cov`, the source a of `<a>-><b>/jac`."""
+    where = key.rsplit("/", 1)[0]
+    return where.split("->")[0]
+
+
+def final_eigenvalues(spectra: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """The spectrum at the end of training (the last measurement)."""
+    return np.asarray(spectra[f"{key}/eigenvalues"])[-1]
+
+
+def top_vectors(spectra: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """The final top-k eigenvectors (d, k), as columns."""
+    return np.asarray(spectra[f"{key}/eigenvectors"])

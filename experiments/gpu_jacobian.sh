@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Residual-stream Jacobians of a GPT-2-small-shaped model on one CUDA GPU, as one prepared script
+# (a few minutes on an H100 / H200, each stage under a time limit):
+#
+#   experiments/gpu_jacobian.sh OUT_DIR
+#
+# 1. experiments.bench_jacobian at context 1024: the all-pairs sweep J(t, s), s <= t, against the
+#    per-pair autograd baseline (extrapolated to the full sweep), the achieved FLOP rate against a
+#    float32 matmul timed in the same run, and matrix-free top-k singular values against exact.
+# 2. `ltc jacobian` on a randomly initialised GPT-2 small saved locally (no download): a short
+#    real sweep at context 1024 (3 targets of one context, covariance over 8 contexts), printing
+#    the time per (context, t) item split into Jacobian, singular values and Gram.
+#
+# Writes into OUT_DIR: gpu.txt, bench.txt, sweep.txt, sweep_results.json, the two founding
+# figures and metrics_vs_distance.png of the sweep, log.txt (everything printed).
+#
+# Needs torch with CUDA, transformers, numpy, rich, matplotlib, pytorch-lightning, safetensors;
+# step 2 also jsonargparse (pure Python: bring its package folders jsonargparse, docstring_parser
+# and typeshed_client, from .venv/lib/python3.11/site-packages/ here, in a folder named by
+# EXTRA_SITE, e.g. EXTRA_SITE=.extra experiments/gpu_jacobian.sh out/). Without it step 2 is
+# skipped with a note.
+set -euo pipefail
+OUT=${1:?usage: experiments/gpu_jacobian.sh OUT_DIR}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+PY=${PYTHON:-python3}
+export HF_HUB_OFFLINE=1 WANDB_MODE=disabled WANDB_SILENT=true PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${EXTRA_SITE:+:$(cd "$EXTRA_SITE" && pwd)}${PYTHONPATH:+:$PYTHONPATH}"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+{ nvidia-smi || true; "$PY" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } \
+  > "$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
+
+echo "== 1. bench_jacobian, context 1024"
+timeout --signal=INT 240 "$PY" -m experiments.bench_jacobian --device cuda --context 1024 --rows 256 \
+  --pairs 2 --svd-context 1024 --chunk-size 64 | tee "$OUT/bench.txt" || echo "== bench stopped (exit $?)"
+
+echo "== 2. ltc jacobian on a random GPT-2 small, context 1024"
+if ! "$PY" -c "import jsonargparse" 2>/dev/null; then
+  echo "NOTE: step 2 skipped: jsonargparse does not import here (see EXTRA_SITE above)"
+  exit 0
+fi
+MODEL=$(mktemp -d)/gpt2-random
+"$PY" - "$MODEL" <<'PY'
+import sys
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+torch.manual_seed(0)
+GPT2LMHeadModel(GPT2Config()).save_pretrained(sys.argv[1])
+PY
+SWEEP=$(mktemp -d)/sweep
+timeout --signal=INT 300 "$PY" -m experiments.cli jacobian --model "$MODEL" --context_length 1024 \
+  --contexts 1 --targets 3 --covariance_contexts 8 --device cuda --chunk_size 64 \
+  --wandb.mode disabled --progress false --out "$SWEEP" | tee "$OUT/sweep.txt" || echo "== sweep stopped (exit $?)"
+cp "$SWEEP/results.json" "$OUT/sweep_results.json" 2>/dev/null || true
+for f in founding_s_eq_t founding_s_eq_t_minus_2 metrics_vs_distance; do
+  cp "$SWEEP/figures/resid_pre.0__resid_post.11/$f.png" "$OUT/" 2>/dev/null || true
+done
+echo "wrote $(ls "$OUT")"

@@ -1,0 +1,152 @@
+"""`ltc seeds`: one IMP recipe over several init seeds (with controls) and data orders, then the report.
+
+Any `ltc imp` config works: `ltc seeds --config configs/mnist1d_imp.yaml --seeds '[0,1,2]'`, or
+a recipe that carries its own `seeds:` (configs/mnist1d_seeds.yaml). Each init seed S is one
+`ltc imp` run (seed_everything = S, the config's controls); each extra data order D adds a run
+from the same init (data_order_seed = D, no controls), which T3 compares unit by unit. Runs are
+ordinary run directories (resumable, skipped when finished); `--workers N` runs N of them at once
+as `ltc imp` subprocesses, each on `--threads` torch threads.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jsonargparse import ArgumentParser, Namespace
+
+from experiments.config import default_run_dir, identity, parse
+from experiments.recipes import imp
+from experiments.recipes.report import build_report, group_id, print_verdict
+from experiments.settings import WandbConfig
+from lth.errors import LTCError
+from lth.rundir import config_hash
+
+SEED_KEYS = ("seeds", "data_order_seeds", "workers", "threads", "report", "out")
+
+
+def build_parser() -> ArgumentParser:
+    parser = imp.build_parser()
+    parser.prog = "ltc seeds"
+    parser.description = "IMP with controls over several seeds (and data orders), then the ticket report."
+    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="init seeds, one run with controls each")
+    parser.add_argument("--data_order_seeds", type=list[int], default=[],
+                        help="extra data orders run from each init seed (no controls), for T3's same-init pairs")
+    parser.add_argument("--workers", type=int, default=1, help="runs at once (subprocesses when > 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run (1 is fastest for small models on shared CPUs)")
+    parser.add_argument("--report", type=bool, default=True, help="build the report when the runs are done")
+    parser.add_argument("--out", type=str | None, default=None,
+                        help="report directory (default runs/<experiment>-seeds-<hash8>/report)")
+    return parser
+
+
+@dataclass
+class PlannedRun:
+    seed: int
+    data_order_seed: int | None
+    run_dir: Path
+    cfg: Namespace
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed}" + ("" if self.data_order_seed is None else f", data order {self.data_order_seed}")
+
+
+def plan(cfg: Namespace) -> list[PlannedRun]:
+    """One run per init seed (the config's controls) and per (seed, extra data order) (no controls)."""
+    if not cfg.seeds:
+        raise LTCError("--seeds is empty; give at least one init seed, e.g. --seeds '[0,1,2]'")
+    if len(set(cfg.seeds)) != len(cfg.seeds) or len(set(cfg.data_order_seeds)) != len(cfg.data_order_seeds):
+        raise LTCError(f"repeated seeds in --seeds {cfg.seeds} or --data_order_seeds {cfg.data_order_seeds}")
+    base = cfg.clone()
+    for key in SEED_KEYS:
+        del base[key]
+    base.config = None
+    runs = []
+    for seed in cfg.seeds:
+        for order in [None, *[d for d in cfg.data_order_seeds if d != seed]]:
+            run_cfg = base.clone()
+            run_cfg.seed_everything, run_cfg.data_order_seed = seed, order
+            if order is not None:
+                run_cfg.imp.branches = []
+            if cfg.run_dir:
+                name = f"seed_{seed}" if order is None else f"seed_{seed}_order_{order}"
+                run_cfg.run_dir = str(Path(cfg.run_dir) / name)
+            else:
+                run_cfg.run_dir = str(default_run_dir(run_cfg.experiment, run_cfg))
+            runs.append(PlannedRun(seed, order, Path(run_cfg.run_dir), run_cfg))
+    return runs
+
+
+def _write_config(run: PlannedRun, directory: Path) -> Path:
+    path = directory / f"{run.run_dir.name}.yaml"
+    path.write_text(imp.build_parser().dump(run.cfg))
+    return path
+
+
+def _run_all(runs: list[PlannedRun], workers: int, threads: int, log_dir: Path) -> None:
+    """Each run's `ltc imp`: in this process one by one (workers = 1), else as subprocesses."""
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = [_write_config(run, Path(tmp)) for run in runs]
+        if workers <= 1:
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for run, config in zip(runs, configs, strict=True):
+                    imp.console.print(f"[bold]ltc seeds[/bold]: {run.label} -> {run.run_dir}")
+                    imp.main(["--config", str(config)])
+            finally:
+                torch.set_num_threads(before)
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        pending, active = list(zip(runs, configs, strict=True)), []
+        while pending or active:
+            while pending and len(active) < workers:
+                run, config = pending.pop(0)
+                log = log_dir / f"{run.run_dir.name}.log"
+                with open(log, "w") as out:
+                    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "imp", "--config", str(config)],
+                                            stdout=out, stderr=subprocess.STDOUT, env=env)
+                active.append((run, proc, log, time.perf_counter()))
+                imp.console.print(f"[bold]ltc seeds[/bold]: started {run.label} -> {run.run_dir} (log {log})")
+            time.sleep(0.5)
+            for item in list(active):
+                run, proc, log, started = item
+                if proc.poll() is None:
+                    continue
+                active.remove(item)
+                if proc.returncode != 0:
+                    for _, other, _, _ in active:
+                        other.terminate()
+                    last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
+                    raise LTCError(f"the run of {run.label} failed (exit {proc.returncode}): {last[:300]} (see {log})")
+                seconds = time.perf_counter() - started
+                imp.console.print(f"[bold]ltc seeds[/bold]: finished {run.label} in {seconds:.0f} s")
+
+
+def main(argv: list[str]) -> int:
+    imp.quiet_libraries()
+    cfg = parse(build_parser(), argv)
+    if cfg.workers < 1 or cfg.threads < 1:
+        raise LTCError("--workers and --threads must be >= 1")
+    runs = plan(cfg)
+    seeds_id = group_id(cfg.experiment, [f"{r.cfg.experiment}-{config_hash(identity(r.cfg))}" for r in runs])
+    root = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / seeds_id
+    out = Path(cfg.out) if cfg.out else root / "report"
+    mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
+    started = time.perf_counter()
+    _run_all(runs, cfg.workers, cfg.threads, root / "logs")
+    imp.console.print(f"ltc seeds: {len(runs)} runs done in {time.perf_counter() - started:.0f} s")
+    if cfg.report:
+        result = build_report([r.run_dir for r in runs], out, mode)
+        print_verdict(result)
+        imp.console.print(f"report: {out / 'index.html'}")
+    return 0
