@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/mnist1d_imp.yaml
+RUN_DIR ?= runs/mnist1d_imp
 ARGS ?=
 
 .PHONY: run test test-slow bench venv clean
@@ -17,7 +18,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/ltc imp --config $(CONFIG) $(ARGS)
+	$(VENV)/bin/ltc imp --config $(CONFIG) --run_dir $(RUN_DIR) $(ARGS)
+	$(VENV)/bin/ltc report --run_dir $(RUN_DIR)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)
