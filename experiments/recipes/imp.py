@@ -23,7 +23,7 @@ from lth.errors import LTCError
 from lth.imp import IMPDriver, ImpConfig, Job, is_global_zero
 from lth.rundir import config_hash
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def build_parser() -> ArgumentParser:
