@@ -540,14 +540,20 @@ def t5_controls(runs: Sequence[RunData], metric: str = "test/acc", n_boot: int =
         result.note = "no random_prune or shuffle control"
         return result
     if _finish(result, per_run, n_boot):
-        lo, hi = result.bounds()
-        if lo > ACC_MARGIN:
-            result.reading = SUBCIRCUITS
-        elif lo >= -ACC_MARGIN and hi <= ACC_MARGIN:
-            result.reading = CHANNELS
-        else:
-            result.reading = INCONCLUSIVE
+        _read_accuracy_gap(result)
     return result
+
+
+def _read_accuracy_gap(result: TestResult) -> None:
+    """The reading of an accuracy gap shared by T5 and T6: subcircuits if the interval's low end
+    exceeds ACC_MARGIN, channels if it lies within +-ACC_MARGIN, inconclusive otherwise."""
+    lo, hi = result.bounds()
+    if lo > ACC_MARGIN:
+        result.reading = SUBCIRCUITS
+    elif lo >= -ACC_MARGIN and hi <= ACC_MARGIN:
+        result.reading = CHANNELS
+    else:
+        result.reading = INCONCLUSIVE
 
 
 def t6_rotation(runs: Sequence[RunData], metric: str = "test/acc", n_boot: int = 2000) -> TestResult:
@@ -585,13 +591,7 @@ def t6_rotation(runs: Sequence[RunData], metric: str = "test/acc", n_boot: int =
         result.note = "no rotated IMP line (imp.rotation: true, GPT-2 models)"
         return result
     if _finish(result, per_run, n_boot):
-        lo, hi = result.bounds()
-        if lo > ACC_MARGIN:
-            result.reading = SUBCIRCUITS
-        elif lo >= -ACC_MARGIN and hi <= ACC_MARGIN:
-            result.reading = CHANNELS
-        else:
-            result.reading = INCONCLUSIVE
+        _read_accuracy_gap(result)
     return result
 
 
