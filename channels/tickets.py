@@ -137,8 +137,9 @@ def _sparsest(run: RunData, branches: Sequence[str], need_spectra: bool = False)
 
 
 def _controls(run: RunData) -> list[str]:
-    """Branches that are controls of the ticket line (the rotated IMP line is a line of its own)."""
-    return [b for b in run.branches if b != "rotated"]
+    """Branches that are controls of the ticket line (the rotated IMP line is a line of its own,
+    the instability branch a second copy of the ticket)."""
+    return [b for b in run.branches if b not in ("rotated", "instability")]
 
 
 def dense_strength(runs: Sequence[RunData]) -> float:

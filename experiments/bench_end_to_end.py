@@ -2,8 +2,8 @@
 
     python -m experiments.bench_end_to_end [--max_steps N] [--device cuda] [--threads 1]
 
-The default experiment (configs/mnist1d_imp.yaml) is 12 trainings of 3000 steps: levels 0..5 and
-three controls at levels 2 and 5. This runs `ltc imp` as a subprocess on the same config reduced
+The default experiment (configs/mnist1d_imp.yaml) is 15 trainings of 3000 steps: levels 0..5,
+three controls at levels 2 and 5, and the instability copy at levels 0, 2 and 5. This runs `ltc imp` as a subprocess on the same config reduced
 to three jobs (levels 0 and 1, the random_prune control at level 1), each of the default length
 unless `--max_steps` shortens it, and times every phase from the run directory's files: start-up
 (launch to init.safetensors), each job (previous file to its DONE, of which `train_time_s` in
@@ -39,6 +39,7 @@ def default_jobs(config: str) -> tuple[int, int, int]:
     branch_levels = cfg.imp.branch_levels or list(range(1, cfg.imp.levels + 1))
     lines = 2 if cfg.imp.rotation else 1
     jobs = lines * (cfg.imp.levels + 1) + len(cfg.imp.branches) * len(branch_levels)
+    jobs += "instability" in cfg.imp.branches  # its copy of the dense level 0
     return jobs, cfg.trainer.max_steps, cfg.imp.rewind_step
 
 

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 
 from channels.compare import subspace_overlap  # noqa: E402
 from channels.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors  # noqa: E402
+from channels.stability import BRANCH as INSTABILITY  # noqa: E402
+from channels.stability import STABLE_BARRIER, stability_rows  # noqa: E402
 from channels.tickets import TestResult  # noqa: E402
 
 LINE_STYLES = {"ticket": ("C0", "o"), "random_reinit": ("C1", "s"), "random_prune": ("C2", "^"),
@@ -35,7 +37,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _lines(runs: Sequence[RunData]) -> list[str]:
-    names = sorted({b for run in runs for b in run.branches})
+    names = sorted({b for run in runs for b in run.branches if b != INSTABILITY})  # a copy of the ticket
     return ["ticket", *names]
 
 
@@ -218,6 +220,38 @@ def localisation_figure(t4: TestResult, path: Path) -> Figure | None:
                   "(0 = chance, 1 = all).")
 
 
+def instability_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
+    """Left: error barrier against % remaining, one line per run. Right: test error along the line
+    between the two copies of each level (first run)."""
+    rows = stability_rows(runs)
+    if not rows:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == name]
+        left.plot([100 * r["density"] for r in mine], [100 * r["barrier"] for r in mine], "o-", label=name)
+    left.axhline(100 * STABLE_BARRIER, color="k", linestyle="--", linewidth=1, label="stable below")
+    left.set_xscale("log")
+    left.invert_xaxis()
+    left.set_xlabel("% of weights remaining")
+    left.set_ylabel("error barrier (points)")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    first = [r for r in rows if r["run"] == rows[0]["run"]]
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(first)))
+    for color, r in zip(colors, first, strict=True):
+        right.plot(r["alphas"], 100 * np.asarray(r["errors"]), color=color, label=f"{100 * r['density']:.1f}%")
+    right.set_xlabel("alpha (copy a -> copy b)")
+    right.set_ylabel("test error (%)")
+    right.set_title(rows[0]["run"], fontsize=9)
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
+    return Figure("instability", _save(fig, path),
+                  "Linear mode connectivity: error barrier between two copies of each level trained with "
+                  f"different data order (left; stable below {100 * STABLE_BARRIER:.0f} points) and the test "
+                  "error along the line between them (right).")
+
+
 def all_figures(runs: Sequence[RunData], results: Sequence[TestResult], directory: Path) -> list[Figure]:
     """Every figure the runs allow, written into `directory`."""
     by_test = {r.test: r for r in results}
@@ -226,5 +260,6 @@ def all_figures(runs: Sequence[RunData], results: Sequence[TestResult], director
             signature_figure(by_test["T1"], directory / "signature.png"),
             level_overlap_figure(runs, directory / "level_overlap.png"),
             pair_figure(by_test["T3"], directory / "pairs.png"),
-            localisation_figure(by_test["T4"], directory / "localisation.png")]
+            localisation_figure(by_test["T4"], directory / "localisation.png"),
+            instability_figure(runs, directory / "instability.png")]
     return [f for f in made if f is not None]

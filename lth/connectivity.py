@@ -7,7 +7,7 @@ reported beside each level's tickets.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,39 @@ def interpolate_state_dicts(sd_a: Mapping[str, Tensor], sd_b: Mapping[str, Tenso
             )
         out[name] = torch.lerp(a, b.to(a.dtype), alpha) if a.is_floating_point() else a.clone()
     return out
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(model: nn.Module, inputs: Iterable[Tensor]) -> int:
+    """Re-estimate every BatchNorm's running mean and variance on `inputs` (train-mode forwards).
+
+    The running statistics of an interpolated network are not the statistics of its activations,
+    so before evaluating a point of the line they are reset and recomputed as the plain average
+    over the batches (momentum None: a cumulative mean, independent of batch order). Weights are
+    untouched; the model is left in eval mode. Returns the number of batches used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    n = 0
+    try:
+        for x in inputs:
+            model(x)
+            n += 1
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    if norms and n == 0:
+        raise LTCError("no batches to recompute the BatchNorm statistics on: the training set is empty")
+    return n
 
 
 def error_barrier(model: nn.Module, sd_a: Mapping[str, Tensor], sd_b: Mapping[str, Tensor],

@@ -5,7 +5,8 @@ Level L prunes `prune_fraction` of the weights that survived level L-1, using le
 *trained* magnitudes, rewinds the survivors to theta_k and trains again with a fresh task
 (fresh optimiser and scheduler): one `Trainer.fit` per level. After each level its control
 branches run on the same sparsity. Everything lands in the run directory (see DESIGN.md);
-levels with a `DONE` manifest are skipped (after checking every artifact's checksum), an
+the `instability` branch trains a second copy of a level with another data order and
+measures the error barrier between the copies (linear mode connectivity). Levels with a `DONE` manifest are skipped (after checking every artifact's checksum), an
 unfinished one resumes from its last checkpoint, bitwise as if never stopped on the CPU.
 
 Multi-process runs (Lightning DDP) execute this driver in every process. Only global rank 0
@@ -24,7 +25,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,7 @@ import pytorch_lightning as pl
 import torch
 
 from lth import rundir
+from lth.connectivity import error_barrier
 from lth.controls import random_mask_like, shuffle_within_tensors
 from lth.data_order import StepBatchSampler, step_indexed_loader
 from lth.enforce import MaskCallback
@@ -41,7 +43,8 @@ from lth.errors import LTCError
 from lth.masks import Mask, density, full_mask, layer_density, load_mask, save_mask, validate_mask
 from lth.pruning import check_fraction, magnitude_prune, resolve_rates, select_prunable
 
-BRANCHES = ("random_reinit", "random_prune", "shuffle")
+CONTROLS = ("random_reinit", "random_prune", "shuffle")
+BRANCHES = (*CONTROLS, "instability")
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
@@ -66,8 +69,11 @@ class ImpConfig:
         rate_overrides: glob pattern -> rate, pruned layerwise at that rate (e.g. `out.*: 0.1`).
         include: glob patterns of extra parameters to prune (biases, embeddings...).
         ignore: glob patterns of default-prunable parameters to leave dense.
-        branches: controls run at each pruned level: random_reinit, random_prune, shuffle.
+        branches: branches run at each pruned level: the controls random_reinit, random_prune,
+            shuffle, and `instability` (a second copy of the level trained with another data
+            order, and the error barrier between the two copies; this one runs at level 0 too).
         branch_levels: levels at which the branches run (default: every pruned level).
+        instability_points: points on the line between the two copies where the error is measured.
         checkpoint_every_n_steps: how often an unfinished level saves a resumable checkpoint.
         rotation: also run a whole IMP line on the network with its basis rotated at init
             (function unchanged; `Environment.rotate`), in `branches/rotated/`.
@@ -80,8 +86,9 @@ class ImpConfig:
     rate_overrides: dict[str, float] = field(default_factory=dict)
     include: list[str] = field(default_factory=list)
     ignore: list[str] = field(default_factory=list)
-    branches: list[str] = field(default_factory=lambda: list(BRANCHES))
+    branches: list[str] = field(default_factory=lambda: list(CONTROLS))
     branch_levels: list[int] | None = None
+    instability_points: int = 11
     checkpoint_every_n_steps: int = 200
     rotation: bool = False
 
@@ -106,6 +113,8 @@ class ImpConfig:
             raise LTCError(f"imp.branch_levels {bad} outside the pruned levels 1..{self.levels}")
         if self.checkpoint_every_n_steps < 1:
             raise LTCError("imp.checkpoint_every_n_steps must be >= 1")
+        if self.instability_points < 2:
+            raise LTCError(f"imp.instability_points must be >= 2 (both copies), got {self.instability_points}")
 
 
 @dataclass
@@ -149,6 +158,10 @@ class Environment(Protocol):
     def rotate(self, net: torch.nn.Module) -> None:
         """Change the net's basis in place without changing its function (the rotation control)."""
 
+    def test_error(self, task: pl.LightningModule, device: torch.device) -> float:
+        """Test error (1 - accuracy) of the task's net as loaded, on `device` (the instability
+        branch; a net with BatchNorm gets its statistics recomputed first)."""
+
 
 class RewindCapture(pl.Callback):
     """Saves the net's state at optimiser step k as the run's `rewind.safetensors`."""
@@ -167,7 +180,7 @@ class RewindCapture(pl.Callback):
         self._capture(trainer, pl_module)
 
 
-def _step_seed(*parts: int) -> int:
+def _step_seed(*parts: int | str) -> int:
     """A 63-bit seed from the sha256 of the parts (independent streams for neighbouring steps)."""
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
@@ -394,8 +407,8 @@ class IMPDriver:
                 mask = self._level_mask(level, names)
                 start = None if level == 0 else _prunable_state(self._theta_k(), mask)
                 self._train(Job(level, self.line, job_dir, mask), start)
-            if level in branch_levels:
-                for branch in self.cfg.branches:
+            for branch in self.cfg.branches:
+                if level in branch_levels or (level == 0 and branch == "instability"):
                     self._run_branch(branch, level)
         if self.cfg.rotation:
             line_cfg = ImpConfig(**{**vars(self.cfg), "rotation": False, "branches": []})
@@ -411,6 +424,11 @@ class IMPDriver:
         ticket = self._mask(self.run_dir / f"level_{level:02d}")
         gen = torch.Generator().manual_seed(self.env.seed * 1000 + level)
         theta_k = self._theta_k()
+        if branch == "instability":
+            start = None if level == 0 else _prunable_state(theta_k, ticket)
+            self._train(Job(level, branch, job_dir, ticket), start, data_order_seed=self.instability_data_order,
+                        finish=lambda task, trainer, logger: self._instability(level, task, trainer, logger))
+            return
         if branch == "random_reinit":
             pl.seed_everything(self.env.seed + 10_000 + level, verbose=False)
             mask, start = ticket, _prunable_state(self.env.make_task().net.state_dict(), ticket)
@@ -422,6 +440,26 @@ class IMPDriver:
             start = {**theta_k, **shuffled}
         self._train(Job(level, branch, job_dir, mask), start)
 
+    @property
+    def instability_data_order(self) -> int:
+        """The data order of the instability branch's copy: another stream than the ticket line's."""
+        return _step_seed(self.env.data_order_seed, "instability") % 2**31
+
+    def _instability(self, level: int, task: pl.LightningModule, trainer: pl.Trainer, logger) -> dict:
+        """The error barrier between the level's ticket (copy a) and the branch's copy b, logged."""
+        copy_a = self._trained(self.run_dir / f"level_{level:02d}")
+        copy_b = {k: v.detach().cpu().clone() for k, v in task.net.state_dict().items()}
+        device = trainer.strategy.root_device
+        result = error_barrier(task.net, copy_a, copy_b, lambda net: self.env.test_error(task, device),
+                               self.cfg.instability_points)
+        if logger is not None:
+            logger.log_metrics({f"instability/{k}": result[k] for k in
+                                ("barrier", "barrier_vs_mean", "error_a", "error_b")}, step=trainer.global_step)
+            if hasattr(logger, "log_table"):
+                logger.log_table("instability/line", columns=["alpha", "test_error"],
+                                 data=[list(p) for p in zip(result["alphas"], result["errors"])])
+        return result
+
     def _skip(self, job: Job) -> None:
         rundir.verify_all(job.dir)  # a finished level is trusted only whole
         metrics = json.loads((job.dir / "metrics.json").read_text())
@@ -430,8 +468,13 @@ class IMPDriver:
         self.results[job.name] = metrics
         self.env.report(job, metrics, skipped=True)
 
-    def _train(self, job: Job, start: dict[str, torch.Tensor] | None) -> None:
-        """Train one job from `start` (None = theta_0) and write its artifacts, `DONE` last."""
+    def _train(self, job: Job, start: dict[str, torch.Tensor] | None, data_order_seed: int | None = None,
+               finish: Callable[[pl.LightningModule, pl.Trainer, object], dict] | None = None) -> None:
+        """Train one job from `start` (None = theta_0) and write its artifacts, `DONE` last.
+
+        `data_order_seed` replaces the environment's; `finish(task, trainer, logger)` measures
+        something of the trained job, stored in metrics.json under the branch's name.
+        """
         task = self.env.make_task()
         validate_mask(job.mask, task.net)
         task.net.load_state_dict(self._theta0() if start is None else start)
@@ -462,7 +505,8 @@ class IMPDriver:
             dm.prepare_data()
             dm.setup("fit")
             train, checkpointer.sampler = step_indexed_loader(
-                dm.train_dataloader(), self.env.data_order_seed, trainer.max_steps,
+                dm.train_dataloader(), self.env.data_order_seed if data_order_seed is None else data_order_seed,
+                trainer.max_steps,
                 trainer.global_rank, trainer.world_size)
             pl.seed_everything(self.env.seed, verbose=False)
             started = time.perf_counter()
@@ -474,6 +518,7 @@ class IMPDriver:
             train_time = time.perf_counter() - started
             dm.setup("test")
             tested = trainer.test(task, dataloaders=dm.test_dataloader(), verbose=False)[0]
+            extra = {} if finish is None else {job.branch: finish(task, trainer, logger)}
         finally:
             if logger is not None:
                 self.env.finish_logger(logger)
@@ -487,6 +532,7 @@ class IMPDriver:
             "test": {k: float(v) for k, v in tested.items()},
             "steps": trainer.global_step,
             "train_time_s": train_time,
+            **extra,
         }
         if trainer.is_global_zero:
             rundir.save_tensors(job.dir / "weights.safetensors", task.net.state_dict())

@@ -113,6 +113,8 @@ def test_default_jobs_counts_levels_and_controls(tmp_path):
     branches = {"branches": ["random_prune", "shuffle"], "rewind_step": 5}
     assert default_jobs(str(write_config(tmp_path, imp={**branches, "branch_levels": [2]}))) == (3 + 2, 20, 5)
     assert default_jobs(str(write_config(tmp_path, imp={**branches, "branch_levels": None}))) == (3 + 2 * 2, 20, 5)
+    stability = {"branches": ["instability"], "branch_levels": [2], "rewind_step": 0}
+    assert default_jobs(str(write_config(tmp_path, imp=stability))) == (3 + 1 + 1, 20, 0)  # levels 0 and 2
 
 
 @pytest.mark.parametrize("argv, message", [

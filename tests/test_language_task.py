@@ -128,3 +128,14 @@ def test_modular_addition_end_to_end_learns_the_training_set(one_thread):
     assert result["test/acc"] == pytest.approx(
         float((predicted == ids[:, 3]).float().mean()), abs=1e-6
     )
+
+
+def test_error_rate_is_one_minus_the_test_accuracy_lightning_reports(task):
+    """The instability branch's evaluation (Task.error_rate) against Lightning's own test loop."""
+    ids = torch.randint(0, 20, (12, 10))
+    labels = ids.clone()
+    labels[:5, :3] = -100  # unequal scored tokens per batch: the rate must weight by tokens
+    loader = torch.utils.data.DataLoader(list(zip(ids, labels)), batch_size=5)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    acc = trainer.test(task, dataloaders=loader, verbose=False)[0]["test/acc"]
+    assert task.error_rate(loader, torch.device("cpu")) == pytest.approx(1 - acc, abs=1e-6)

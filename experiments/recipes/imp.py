@@ -10,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from jsonargparse import ArgumentParser, Namespace
+from pytorch_lightning.utilities import move_data_to_device
 from rich.console import Console
 from rich.table import Table
 
@@ -20,10 +21,13 @@ from experiments.settings import TrainerConfig, WandbConfig
 from experiments.tasks.base import Task
 from lth import rundir
 from lth.errors import LTCError
+from lth.connectivity import has_batchnorm, recompute_batchnorm_statistics
+from lth.data_order import step_indexed_loader
 from lth.imp import IMPDriver, ImpConfig, Job, is_global_zero
 from lth.rundir import config_hash
 
 console = Console(highlight=False, soft_wrap=True)
+BN_BATCHES = 30  # training batches that re-estimate BatchNorm statistics at each point of an instability line
 
 
 def build_parser() -> ArgumentParser:
@@ -106,6 +110,19 @@ class LightningEnvironment:
             raise LTCError(f"imp.rotation needs a GPT-2 language model, got {type(net).__name__}")
         rotate_residual_basis(net, torch.Generator().manual_seed(self.seed + 20_000))
 
+    def test_error(self, task: Task, device: torch.device) -> float:
+        """1 - test accuracy of the task's net; BatchNorm statistics are first recomputed on
+        BN_BATCHES training batches of a fixed order (interpolated running statistics are not
+        those of the interpolated net)."""
+        if has_batchnorm(task.net):
+            torch.manual_seed(self.seed)  # the augmentation draws of these batches
+            self.datamodule.setup("fit")
+            loader, _ = step_indexed_loader(self.datamodule.train_dataloader(), self.data_order_seed, BN_BATCHES)
+            task.to(device)
+            recompute_batchnorm_statistics(task.net, (move_data_to_device(batch[0], device) for batch in loader))
+        self.datamodule.setup("test")
+        return task.error_rate(self.datamodule.test_dataloader(), device)
+
     def make_logger(self, job: Job):
         if self.wandb_mode == "disabled":
             return None
@@ -131,6 +148,10 @@ class LightningEnvironment:
         if not skipped and getattr(self, "_spectra", None) is not None:
             note += f", spectra {self._spectra.seconds:.1f} s"
             self._spectra = None
+        stability = metrics.get("instability")
+        if stability is not None:
+            note += (f"; error barrier {100 * stability['barrier_vs_mean']:.2f} points between the copies "
+                     f"(test error {stability['error_a']:.4f} / {stability['error_b']:.4f})")
         console.print(f"[bold]{job.name:<26}[/bold] {100 * metrics['density']:6.2f}% remaining   "
                       f"test acc {acc:.4f}   ({note})")
 
@@ -189,7 +210,9 @@ def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force
 
 
 def print_table(results: dict[str, dict], levels: int, branches: list[str]) -> None:
-    table = Table(title="IMP levels (test accuracy)")
+    """Test accuracy per level for the ticket and each control; the instability column holds the
+    error barrier (percentage points) between the level's two copies."""
+    table = Table(title="IMP levels (test accuracy; instability: error barrier in points)")
     table.add_column("level", justify="right")
     table.add_column("% remaining", justify="right")
     table.add_column("ticket", justify="right")
@@ -202,7 +225,12 @@ def print_table(results: dict[str, dict], levels: int, branches: list[str]) -> N
         row = [str(level), f"{100 * main['density']:.1f}", f"{main['test'].get('test/acc', float('nan')):.4f}"]
         for branch in branches:
             res = results.get(f"{branch}/level_{level:02d}")
-            row.append(f"{res['test'].get('test/acc', float('nan')):.4f}" if res else "-")
+            if res is None:
+                row.append("-")
+            elif branch == "instability":
+                row.append(f"{100 * res['instability']['barrier_vs_mean']:.2f}")
+            else:
+                row.append(f"{res['test'].get('test/acc', float('nan')):.4f}")
         table.add_row(*row)
     console.print(table)
 

@@ -22,6 +22,7 @@ from rich.table import Table
 from channels.covariance import rows_from_activation
 from channels.rundata import RunData, load_run
 from channels.sites import run_sites
+from channels.stability import stability_rows, stability_summary
 from channels.tickets import CHANNELS, SUBCIRCUITS, run_tests, verdict
 from experiments.config import base_parser, identity, instantiate, parse
 from experiments.report_figures import Figure, all_figures
@@ -181,6 +182,15 @@ def _detail_tables(test: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return []
 
 
+STABILITY_HEADERS = ["run", "level", "density", "barrier", "rise_above_chord", "error_a", "error_b", "stable"]
+
+
+def stability_table(result: dict) -> list[list[str]]:
+    """The instability branch per run and level: barrier and the two copies' test errors."""
+    return [[("yes" if r[c] else "no") if c == "stable" else _fmt(r[c]) for c in STABILITY_HEADERS]
+            for r in result["stability"]["rows"]]
+
+
 def _scalars(test: dict) -> str:
     """The single numbers a reading's rule uses besides the effect (gates, means), as text."""
     return ", ".join(f"{k} {_fmt(v)}" for k, v in test["details"].items() if isinstance(v, (int, float)) or v is None)
@@ -199,6 +209,10 @@ def _markdown(result: dict, figures: list[Figure]) -> str:
     lines += ["", "## Runs", ""]
     lines += [f"- `{r['dir']}`: seed {r['seed']}, data order {r['data_order_seed']}, levels {r['levels']}, "
               f"controls {', '.join(r['branches']) or 'none'}" for r in result["runs"]]
+    lines += ["", "## Stability (linear mode connectivity)", "", result["stability"]["summary"] + ".", ""]
+    if result["stability"]["rows"]:
+        lines += [_md_row(STABILITY_HEADERS), "|" + "---|" * len(STABILITY_HEADERS)]
+        lines += [_md_row(row) for row in stability_table(result)]
     lines += ["", "## Figures", ""]
     lines += [f"![{f.caption}](figures/{f.path.name})\n\n{f.caption}\n" for f in figures]
     for test in result["tests"].values():
@@ -232,7 +246,10 @@ def _html(result: dict, figures: list[Figure]) -> str:
              "<h2>Runs</h2><ul>"]
     parts += [f"<li><code>{esc(r['dir'])}</code>: seed {r['seed']}, data order {r['data_order_seed']}, levels "
               f"{r['levels']}, controls {esc(', '.join(r['branches']) or 'none')}</li>" for r in result["runs"]]
-    parts.append("</ul><h2>Figures</h2>")
+    parts.append(f"</ul><h2>Stability (linear mode connectivity)</h2><p>{esc(result['stability']['summary'])}.</p>")
+    if result["stability"]["rows"]:
+        parts.append(_html_table(STABILITY_HEADERS, stability_table(result)))
+    parts.append("<h2>Figures</h2>")
     for f in figures:
         data = base64.b64encode(f.path.read_bytes()).decode()
         parts.append(f"<figure><img alt='{esc(f.name)}' src='data:image/png;base64,{data}'>"
@@ -265,6 +282,8 @@ def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project
                      config={"runs": [r["dir"] for r in result["runs"]], "rule": result["rule"]})
     try:
         payload = {"verdict/table": wandb.Table(columns=VERDICT_HEADERS, data=verdict_rows(result))}
+        if result["stability"]["rows"]:
+            payload["stability/table"] = wandb.Table(columns=STABILITY_HEADERS, data=stability_table(result))
         payload.update({f"figures/{f.name}": wandb.Image(str(f.path), caption=f.caption) for f in figures})
         run.log(payload)
         run.summary["verdict"] = result["verdict"]
@@ -293,6 +312,8 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     result["experiment"] = group_id(runs[0].experiment, [experiment_id(r) for r in runs])
     result["runs"] = [{"dir": str(r.dir), "seed": r.seed, "data_order_seed": r.data_order_seed,
                        "levels": sorted(r.levels), "branches": sorted(r.branches)} for r in runs]
+    rows = stability_rows(runs)
+    result["stability"] = {"rows": rows, "summary": stability_summary(rows)}
     figures = all_figures(runs, results, out / "figures")
     result["figures"] = [f"figures/{f.path.name}" for f in figures]
     result["seconds"] = time.perf_counter() - started
@@ -317,6 +338,7 @@ def print_verdict(result: dict) -> None:
         table.add_row(row[0], row[1], row[3], row[4], f"[{style}]{reading}[/{style}]" if style else reading)
     console.print(table)
     console.print(f"[dim]{result['rule']}[/dim]")
+    console.print(f"stability: {result['stability']['summary']}")
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,9 @@ import math
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 from torch import nn
+from torch.utils.data import DataLoader
 
 from lth.errors import LTCError
 
@@ -61,6 +63,24 @@ class Task(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def count_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(number of correct predictions, number of predictions) in one batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not define count_correct")
+
+    @torch.no_grad()
+    def error_rate(self, loader: DataLoader, device: torch.device) -> float:
+        """1 - accuracy of the net over every batch of `loader`, in eval mode on `device`
+        (prediction-weighted: sum of wrong / sum of predictions)."""
+        self.to(device)
+        self.eval()
+        correct = total = 0
+        for batch in loader:
+            right, n = self.count_correct(move_data_to_device(batch, device))
+            correct, total = correct + int(right), total + int(n)
+        if total == 0:
+            raise LTCError("the evaluation set is empty: cannot measure an error rate")
+        return 1.0 - correct / total
 
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]

@@ -44,6 +44,10 @@ class ClassificationTask(Task):
         self.log(f"{split}/loss", F.cross_entropy(logits, y), prog_bar=split == "val")
         self.log(f"{split}/acc", metric, prog_bar=split == "val")
 
+    def count_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        return (self.net(x).argmax(-1) == y).sum(), torch.tensor(y.numel())
+
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_acc)
 

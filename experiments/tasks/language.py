@@ -113,6 +113,10 @@ class LanguageModelTask(Task):
         correct = ((logits.argmax(-1) == targets) & scored).sum()
         return loss_sum, correct, scored.sum()
 
+    def count_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        _, correct, count = self.token_sums(batch)
+        return correct, count
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss_sum, correct, count = self.token_sums(batch)
         loss = loss_sum / count.clamp(min=1)
