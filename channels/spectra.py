@@ -191,6 +191,10 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read a spectra npz; refuses pickled object arrays."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Read a spectra npz; refuses pickled object arrays (which could run code when loaded)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as exc:
+        raise LTCError(f"{path} holds pickled objects ({' '.join(str(exc).split())[:120]}); spectra files "
+                       "hold plain arrays only: delete it and re-run `ltc imp` to measure it again") from exc

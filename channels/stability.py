@@ -35,6 +35,7 @@ def stability_rows(runs: Sequence[RunData]) -> list[dict]:
                 continue
             rows.append({
                 "run": run.name, "level": level, "density": job.density,
+                "start": "theta_0" if level == 0 else f"theta_{(run.config.get('imp') or {}).get('rewind_step', 0)}",
                 "barrier": line["barrier_vs_mean"], "rise_above_chord": line["barrier"],
                 "error_a": line["error_a"], "error_b": line["error_b"],
                 "stable": line["barrier_vs_mean"] <= STABLE_BARRIER,
@@ -47,10 +48,19 @@ def stability_summary(rows: Sequence[dict]) -> str:
     """One sentence: which levels are stable, and what that means for reading the tickets."""
     if not rows:
         return "no instability branch in these runs (add `instability` to imp.branches to measure it)"
-    unstable = sorted({(r["level"], round(100 * r["density"], 1)) for r in rows if not r["stable"]})
-    if not unstable:
-        return (f"every measured level is stable (barrier <= {100 * STABLE_BARRIER:.0f} points): "
-                "tickets can be expected at all of them")
-    where = ", ".join(f"level {lvl} ({d}% remaining)" for lvl, d in unstable)
-    return (f"unstable (barrier > {100 * STABLE_BARRIER:.0f} points in at least one run): {where}; "
-            "matching tickets are not expected there (Frankle et al. 2020): try a later imp.rewind_step")
+    threshold = f"{100 * STABLE_BARRIER:.0f} points"
+    unstable = sorted({(r["level"], round(100 * r["density"], 1)) for r in rows if not r["stable"] and r["level"] > 0})
+    parts = []
+    if any(r["level"] == 0 for r in rows):
+        dense_stable = all(r["stable"] for r in rows if r["level"] == 0)
+        parts.append(f"the dense network trained from initialisation is {'' if dense_stable else 'un'}stable "
+                     f"(level 0, barrier {'<=' if dense_stable else '>'} {threshold}"
+                     f"{'' if dense_stable else ' in at least one run'})")
+    if unstable:
+        where = ", ".join(f"level {lvl} ({d}% remaining)" for lvl, d in unstable)
+        parts.append(f"pruned levels unstable (barrier > {threshold} in at least one run): {where}; matching "
+                     "tickets are not expected there (Frankle et al. 2020): try a later imp.rewind_step")
+    elif any(r["level"] > 0 for r in rows):
+        parts.append(f"every measured pruned level is stable from its rewound weights (barrier <= {threshold}): "
+                     "tickets can be expected at all of them")
+    return "; ".join(parts)

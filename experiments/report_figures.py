@@ -8,14 +8,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from channels.compare import subspace_overlap  # noqa: E402
-from channels.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors  # noqa: E402
-from channels.stability import BRANCH as INSTABILITY  # noqa: E402
-from channels.stability import STABLE_BARRIER, stability_rows  # noqa: E402
-from channels.tickets import TestResult  # noqa: E402
+from channels.compare import subspace_overlap
+from channels.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors
+from channels.stability import BRANCH as INSTABILITY
+from channels.stability import STABLE_BARRIER, stability_rows
+from channels.tickets import TestResult
 
 LINE_STYLES = {"ticket": ("C0", "o"), "random_reinit": ("C1", "s"), "random_prune": ("C2", "^"),
                "shuffle": ("C3", "v"), "rotated": ("C4", "D")}

@@ -102,6 +102,7 @@ def test_report_has_a_stability_section_and_does_not_count_the_copy_as_a_control
     assert [r["level"] for r in rows] == [0, 1]
     barrier = _metrics(run / "branches/instability/level_01")["instability"]["barrier_vs_mean"]
     assert rows[1]["barrier"] == pytest.approx(barrier) and rows[1]["stable"] == (barrier <= STABLE_BARRIER)
+    assert [r["start"] for r in rows] == ["theta_0", "theta_0"]  # TINY rewinds to step 0
     assert all(g["control"] != "instability" for g in result["tests"]["T5"]["details"].get("gaps", []))
     assert (tmp_path / "report/figures/instability.png").is_file()
     assert "Stability (linear mode connectivity)" in (tmp_path / "report/report.md").read_text()
@@ -109,11 +110,13 @@ def test_report_has_a_stability_section_and_does_not_count_the_copy_as_a_control
 
 def test_stability_summary_names_the_unstable_levels():
     assert "no instability branch" in stability_summary([])
+    dense_shaky = {"level": 0, "density": 1.0, "stable": False}
     stable = {"level": 1, "density": 0.8, "stable": True}
-    assert "every measured level is stable" in stability_summary([stable])
+    text = stability_summary([dense_shaky, stable])
+    assert "from initialisation is unstable" in text and "every measured pruned level is stable" in text
     shaky = {"level": 3, "density": 0.512, "stable": False}
     text = stability_summary([stable, shaky])
-    assert "level 3 (51.2% remaining)" in text and "level 1" not in text
+    assert "level 3 (51.2% remaining)" in text and "level 1" not in text and "dense" not in text
 
 
 def test_stability_rows_skip_runs_without_the_branch(stability_run, tmp_path):

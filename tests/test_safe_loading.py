@@ -16,6 +16,7 @@ from channels.rundata import Trained
 from channels.spectra import load_npz
 from experiments.cli import main
 from lth import rundir
+from lth.errors import LTCError
 from tests.helpers import write_config
 from tests.test_kill_resume import REPO
 
@@ -112,10 +113,10 @@ def test_spectra_with_an_object_array_are_refused_and_never_unpickled(finished, 
     # the driver only checksums finished spectra: the re-run completes without reading them
     assert main(["imp", "--config", str(cfg), "--run_dir", str(run)]) == 0
     assert not marker.exists()
-    with pytest.raises(ValueError, match="allow_pickle=False"):
+    with pytest.raises(LTCError, match="holds pickled objects.*allow_pickle=False"):
         load_npz(level / "spectra.npz")
     job = Trained(dir=level, level=1, branch=None, metrics={})
-    with pytest.raises(ValueError, match="allow_pickle=False"):
+    with pytest.raises(LTCError, match="holds pickled objects"):
         _ = job.spectra  # what `ltc report` and `ltc spectra` read
     assert not marker.exists()
     _ = np.load(level / "spectra.npz", allow_pickle=True)["steps"]  # the payload is live

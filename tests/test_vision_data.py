@@ -1,11 +1,9 @@
 """Vision datamodules on tiny files written in torchvision's own on-disk formats."""
-import pickle
-import struct
-
 import numpy as np
 import pytest
 import torch
 
+from experiments.data.synthetic_vision import write_cifar10, write_mnist
 from experiments.data.vision import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
@@ -16,49 +14,6 @@ from lth.errors import LTCError
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte"]
-
-
-def write_idx(path, array: np.ndarray) -> None:
-    """IDX: magic 0x0000 08 <ndim> (unsigned bytes), big-endian int32 dims, then the raw bytes."""
-    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist(root, folder="MNIST", n_train=40, n_test=12, seed=0):
-    """The 4 raw IDX files of a tiny MNIST; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for name, array in arrays.items():
-        write_idx(raw / name, array)
-    return arrays
-
-
-def write_cifar10(root, per_batch=8, n_test=10, seed=0):
-    """data_batch_1..5, test_batch and batches.meta as pickled dicts; returns (train, test) arrays."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    train_images, train_labels = [], []
-    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)  # rows: R plane, G plane, B plane
-        labels = rng.integers(0, 10, n).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "data": data, "labels": labels}, f)
-        if name == "test_batch":
-            test = (data, labels)
-        else:
-            train_images.append(data)
-            train_labels += labels
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}, f)
-    return (np.concatenate(train_images), train_labels), test
 
 
 def normalised(pixels: np.ndarray, mean, std) -> torch.Tensor:

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from experiments.cli import main
+from experiments.data.synthetic_vision import write_cifar10, write_mnist
 from lth.masks import density, load_mask
-from tests.test_vision_data import write_cifar10, write_mnist
 
 CONFIGS = {
     "mnist_lenet300_imp": ("mnist", {"width": 0.05}),
@@ -15,6 +15,7 @@ CONFIGS = {
     "cifar10_resnet20_imp": ("cifar", {"width": 0.25}),
     "cifar10_vgg16_imp": ("cifar", {"width": 0.0625}),
 }
+BATCHNORM = {"cifar10_resnet20_imp", "cifar10_vgg16_imp"}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -27,7 +28,7 @@ def test_recipe_runs_two_levels_at_toy_size(name, tmp_path):
             "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
             "--data.init_args.probe_size", "8",
             "--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",
-            "--imp.levels", "2", "--imp.rewind_step", "1", "--imp.branches", '["random_prune"]',
+            "--imp.levels", "2", "--imp.rewind_step", "1", "--imp.branches", '["random_prune", "instability"]',
             "--imp.branch_levels", "[2]", "--spectra.every_n_steps", "2", "--spectra.probe_size", "8",
             "--spectra.jacobian_probe_size", "2", "--wandb.mode", "disabled"]
     for key, value in net_args.items():
@@ -39,6 +40,13 @@ def test_recipe_runs_two_levels_at_toy_size(name, tmp_path):
     assert density(load_mask(run / "level_02" / "mask.safetensors")) < density(load_mask(run / "level_01" / "mask.safetensors")) < 1
     assert (run / "level_02" / "spectra.npz").is_file()
     assert (run / "branches" / "random_prune" / "level_02" / "DONE").is_file()
+    for level in (0, 2):  # BatchNorm nets (ResNet-20, VGG-16) recompute statistics along the line
+        line = json.loads((run / "branches" / "instability" / f"level_{level:02d}" / "metrics.json").read_text())
+        errors = line["instability"]["errors"]
+        assert len(errors) == 11 and all(0.0 <= e <= 1.0 for e in errors)
+        test_acc = json.loads((run / f"level_{level:02d}" / "metrics.json").read_text())["test"]["test/acc"]
+        if name not in BATCHNORM:  # with BatchNorm every point, ends included, gets recomputed statistics
+            assert errors[0] == pytest.approx(1 - test_acc, abs=1e-6)
 
 
 def test_missing_dataset_is_one_line_exit_2(tmp_path, capsys):

@@ -16,14 +16,21 @@ from rich.table import Table
 
 from channels.callback import SpectraCallback
 from channels.spectra import SpectraConfig
-from experiments.config import add_lightning_sections, base_parser, default_run_dir, identity, instantiate, parse
+from experiments.config import (
+    add_lightning_sections,
+    base_parser,
+    default_run_dir,
+    identity,
+    instantiate,
+    parse,
+)
 from experiments.settings import TrainerConfig, WandbConfig
 from experiments.tasks.base import Task
 from lth import rundir
-from lth.errors import LTCError
 from lth.connectivity import has_batchnorm, recompute_batchnorm_statistics
 from lth.data_order import step_indexed_loader
-from lth.imp import IMPDriver, ImpConfig, Job, is_global_zero
+from lth.errors import LTCError
+from lth.imp import ImpConfig, IMPDriver, Job, is_global_zero
 from lth.rundir import config_hash
 
 console = Console(highlight=False, soft_wrap=True)

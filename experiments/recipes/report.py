@@ -182,7 +182,7 @@ def _detail_tables(test: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return []
 
 
-STABILITY_HEADERS = ["run", "level", "density", "barrier", "rise_above_chord", "error_a", "error_b", "stable"]
+STABILITY_HEADERS = ["run", "level", "density", "start", "barrier", "rise_above_chord", "error_a", "error_b", "stable"]
 
 
 def stability_table(result: dict) -> list[list[str]]:
