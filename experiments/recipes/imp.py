@@ -221,10 +221,10 @@ def print_table(results: dict[str, dict], levels: int, branches: list[str]) -> N
     error barrier (percentage points) between the level's two copies."""
     table = Table(title="IMP levels (test accuracy; instability: error barrier in points)")
     table.add_column("level", justify="right")
-    table.add_column("% remaining", justify="right")
+    table.add_column("%\nremaining", justify="right")
     table.add_column("ticket", justify="right")
     for branch in branches:
-        table.add_column(branch, justify="right")
+        table.add_column(branch.replace("_", "\n"), justify="right")  # fits 80 columns
     for level in range(levels + 1):
         main = results.get(f"level_{level:02d}")
         if main is None:
