@@ -166,3 +166,33 @@ def test_batchnorm_statistics_are_the_plain_average_over_batches():
 def test_batchnorm_recompute_without_batches_is_an_error():
     with pytest.raises(LTCError, match="no batches"):
         recompute_batchnorm_statistics(nn.Sequential(nn.BatchNorm1d(2)), iter([]))
+
+
+def test_interrupted_copy_resumes_to_the_same_weights_and_barrier(stability_run, tmp_path, monkeypatch):
+    cfg, reference = stability_run
+    import lth.imp as imp
+
+    class Crash(imp.pl.Callback):  # a pre-empted node, in the middle of the copy's training
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if trainer.global_step == 22 and "instability" in str(trainer.default_root_dir):
+                raise RuntimeError("simulated crash")
+
+    original = imp.IMPDriver._train
+
+    def train_with_crash(self, job, start, **kwargs):
+        self.env.make_callbacks = lambda j: [Crash()]
+        return original(self, job, start, **kwargs)
+
+    monkeypatch.setattr(imp.IMPDriver, "_train", train_with_crash)
+    run = tmp_path / "resumed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["imp", "--config", str(cfg), "--run_dir", str(run)])
+    copy = run / "branches" / "instability" / "level_00"
+    assert (copy / "checkpoints" / "last.ckpt").exists() and not rundir.is_done(copy)
+    monkeypatch.setattr(imp.IMPDriver, "_train", original)
+    assert main(["imp", "--config", str(cfg), "--run_dir", str(run)]) == 0
+    for level in (0, 1):
+        name = f"branches/instability/level_{level:02d}"
+        a, b = rundir.load_tensors(reference / name / "weights.safetensors"), rundir.load_tensors(run / name / "weights.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert _metrics(run / name)["instability"] == _metrics(reference / name)["instability"]
