@@ -16,14 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments.jacobian_results import metric_curves
 from experiments.jacobian_sweep import SIDES, Pair
+from experiments.plotting import plt, save_figure
 
 CURVES = (
     "effective_rank",
@@ -34,14 +31,6 @@ CURVES = (
     "frobenius_sq",
 )
 SHOWN_DISTANCES = (0, 1, 2, 4, 16, 64, 256, 1024)
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def founding_figure(
@@ -69,7 +58,7 @@ def founding_figure(
     which = "s = t" if name == "s_eq_t" else "s = t - 2"
     ax.set_title(f"J(t, s) = d {pair.b}[t] / d {pair.a}[s], {which}", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def metrics_figure(arrays: dict[str, np.ndarray], pair: Pair, path: Path) -> Path:
@@ -106,7 +95,7 @@ def metrics_figure(arrays: dict[str, np.ndarray], pair: Pair, path: Path) -> Pat
         f"{pair.name}: spectrum of J(t, s) against distance ({n_items} (context, t), band = IQR)",
         fontsize=11,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def spectra_figure(arrays: dict[str, np.ndarray], pair: Pair, path: Path) -> Path:
@@ -128,7 +117,7 @@ def spectra_figure(arrays: dict[str, np.ndarray], pair: Pair, path: Path) -> Pat
     ax.set_ylabel("median sigma_i")
     ax.set_title(f"{pair.name}: singular values by distance", fontsize=10)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def gram_figure(arrays: dict[str, np.ndarray], summary: dict, pair: Pair, path: Path) -> Path:
@@ -181,7 +170,7 @@ def gram_figure(arrays: dict[str, np.ndarray], summary: dict, pair: Pair, path: 
         ax.set_title(f"{gram} at {site}{note}", fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(pair.name, fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def covariance_figure(arrays: dict[str, np.ndarray], sites: list[str], path: Path) -> Path | None:
@@ -198,7 +187,7 @@ def covariance_figure(arrays: dict[str, np.ndarray], sites: list[str], path: Pat
     ax.set_ylabel("covariance eigenvalue")
     ax.set_title("residual covariance over tokens", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def all_figures(

@@ -5,10 +5,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from channels.compare import subspace_overlap
@@ -16,6 +12,7 @@ from channels.rundata import RunData, final_eigenvalues, spectrum_keys, top_vect
 from channels.stability import BRANCH as INSTABILITY
 from channels.stability import STABLE_BARRIER, stability_rows
 from channels.tickets import TestResult
+from experiments.plotting import plt, save_figure
 
 LINE_STYLES = {"ticket": ("C0", "o"), "random_reinit": ("C1", "s"), "random_prune": ("C2", "^"),
                "shuffle": ("C3", "v"), "rotated": ("C4", "D")}
@@ -28,12 +25,12 @@ class Figure:
     caption: str
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _remaining_axis(ax) -> None:
+    """x = % of weights remaining on a log scale, sparsest on the right; a light grid."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("% of weights remaining")
+    ax.grid(alpha=0.3)
 
 
 def _lines(runs: Sequence[RunData]) -> list[str]:
@@ -60,13 +57,10 @@ def accuracy_figure(runs: Sequence[RunData], path: Path, metric: str = "test/acc
         ax.plot(x, mean, marker=marker, color=color, label=f"{line} (n={n})",
                 linestyle="-" if line in ("ticket", "rotated") else "none")
         ax.fill_between(x, [a.min() for a in acc], [a.max() for a in acc], color=color, alpha=0.2)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("% of weights remaining")
+    _remaining_axis(ax)
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return Figure("accuracy", _save(fig, path),
+    return Figure("accuracy", save_figure(fig, path),
                   f"{metric} against % of weights remaining: ticket line and controls, mean over runs, band = min-max.")
 
 
@@ -97,7 +91,7 @@ def spectra_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
         ax.set_ylabel("p_i")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    return Figure("spectra", _save(fig, path),
+    return Figure("spectra", save_figure(fig, path),
                   f"Final eigenvalue spectra per level of {run.name} (normalised, log-log); dashed: random prune.")
 
 
@@ -118,13 +112,10 @@ def signature_figure(t1: TestResult, path: Path) -> Figure | None:
                                     linestyle="-" if line == "ticket" else "none")
         for row, metric in enumerate(("effective rank", "top-1 share")):
             ax = axes[row][col]
-            ax.set_xscale("log")
-            ax.invert_xaxis()
+            _remaining_axis(ax)
             ax.set_title(f"{key}: {metric}", fontsize=9)
-            ax.set_xlabel("% of weights remaining")
-            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    return Figure("signature", _save(fig, path),
+    return Figure("signature", save_figure(fig, path),
                   "T1: effective rank and top-1 share of each spectrum against % remaining, mean over runs.")
 
 
@@ -151,7 +142,7 @@ def level_overlap_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
         ax.set_xlabel("level")
         ax.set_ylabel("level")
         fig.colorbar(image, ax=ax, fraction=0.046)
-    return Figure("level_overlap", _save(fig, path),
+    return Figure("level_overlap", save_figure(fig, path),
                   "Top-k subspace overlap (mean squared cosine) between the ticket line's levels, mean over runs.")
 
 
@@ -184,12 +175,9 @@ def pair_figure(t3: TestResult, path: Path) -> Figure | None:
         ax.plot(x, [t["similarity"] for t in steps], marker="o", color=f"C{i}", label=f"{kind}: channel similarity")
         ax.plot(x, [t["identity"] for t in steps], marker="s", linestyle="--", color=f"C{i}",
                 label=f"{kind}: weight identity")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("% of weights remaining")
+    _remaining_axis(ax)
     ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return Figure("pairs", _save(fig, path),
+    return Figure("pairs", save_figure(fig, path),
                   "T3: pairs of tickets at their sparsest common level (left, middle) and, right, mean identity and "
                   "similarity per level by pair kind. Same init: subspace overlap; different inits: CKA beyond "
                   "the inits' CKA, units matched. All chance-corrected.")
@@ -209,13 +197,10 @@ def localisation_figure(t4: TestResult, path: Path) -> Figure | None:
     ax.axhline(T4_SUBCIRCUITS, color="k", linestyle="--", linewidth=0.8, label="subcircuits above")
     ax.axhline(T4_CHANNELS, color="k", linestyle=":", linewidth=0.8, label="channels below")
     ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("% of weights remaining")
+    _remaining_axis(ax)
     ax.set_ylabel("localisation score")
     ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return Figure("localisation", _save(fig, path),
+    return Figure("localisation", save_figure(fig, path),
                   "T4: how much of the dense channels' mass sits on the ticket's most-kept units "
                   "(0 = chance, 1 = all).")
 
@@ -231,12 +216,9 @@ def instability_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
         mine = [r for r in rows if r["run"] == name]
         left.plot([100 * r["density"] for r in mine], [100 * r["barrier"] for r in mine], "o-", label=name)
     left.axhline(100 * STABLE_BARRIER, color="k", linestyle="--", linewidth=1, label="stable below")
-    left.set_xscale("log")
-    left.invert_xaxis()
-    left.set_xlabel("% of weights remaining")
+    _remaining_axis(left)
     left.set_ylabel("error barrier (points)")
     left.legend(fontsize=7)
-    left.grid(alpha=0.3)
     first = [r for r in rows if r["run"] == rows[0]["run"]]
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(first)))
     for color, r in zip(colors, first, strict=True):
@@ -246,7 +228,7 @@ def instability_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
     right.set_title(rows[0]["run"], fontsize=9)
     right.legend(fontsize=7)
     right.grid(alpha=0.3)
-    return Figure("instability", _save(fig, path),
+    return Figure("instability", save_figure(fig, path),
                   "Linear mode connectivity: error barrier between two copies of each level trained with "
                   f"different data order (left; stable below {100 * STABLE_BARRIER:.0f} points) and the test "
                   "error along the line between them (right).")

@@ -42,6 +42,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lth import rundir
 from lth.errors import LTCError
 
 CONFIGS = ("mnist_lenet300_imp", "cifar10_conv2_imp", "cifar10_conv4_imp", "cifar10_conv6_imp",
@@ -245,13 +246,10 @@ def run_config(plan: Plan, root: Path, synthetic: bool, out: Path, device: str, 
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"cpu ({os.cpu_count()} cores)"
+    from experiments.recipes.bench import machine
+
+    info = machine()
+    return f"{info['cpu']} ({info['cpu_count']} cores)"
 
 
 def _fmt(values: list, spec: str) -> str:
@@ -315,12 +313,6 @@ def print_table(result: dict) -> None:
         console.print(f"- {line}")
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.vision_gpu",
                                      description=__doc__.splitlines()[0])
@@ -369,8 +361,8 @@ def run(args: argparse.Namespace) -> dict:
         result["rows"].append(row)
         result["device_name"] = result["device_name"] or row["device_name"]  # None: the run failed early
         result["notes"] = notes(result)
-        write_json(out / "vision_gpu.json", result)
-        (out / "vision_gpu.md").write_text(markdown(result))
+        rundir.write_json(out / "vision_gpu.json", result)
+        rundir.write_text(out / "vision_gpu.md", markdown(result))
         levels = "".join(f"; level {x['level']} {x['ms_per_step']:.2f} ms/step, acc {x['test_acc']:.4f}"
                          for x in row["levels"])
         error = f": {row['error']}" if row["error"] else ""
