@@ -13,6 +13,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from channels.keys import EIGENVALUES, STEPS, SpectrumKey, stored_keys
 from channels.spectra import SpectraConfig, SpectraHistory, measure, save_npz
 
 
@@ -62,20 +63,16 @@ class SpectraCallback(pl.Callback):
             self._log_tables(trainer)
 
     def _log(self, trainer: pl.Trainer, step: int, result: dict[str, dict]) -> None:
-        scalars = {}
-        for key, entry in result.items():
-            where, kind = key.rsplit("/", 1)
-            for name, value in entry["metrics"].items():
-                prefix = "overlap" if kind == "jac_vs_cov" else "spectra"
-                scalars[f"{prefix}/{where}/{kind}/{name}"] = float(value)
+        scalars = {SpectrumKey.parse(name).wandb(metric): float(value)
+                   for name, entry in result.items() for metric, value in entry["metrics"].items()}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
         run = _wandb_run(trainer)
         if run is not None:
             import wandb
 
-            hists = {f"spectra/{key}/log10_eigenvalues": wandb.Histogram(np.log10(entry["eigenvalues"] + 1e-12))
-                     for key, entry in result.items() if "eigenvalues" in entry}
+            hists = {SpectrumKey.parse(name).wandb("log10_eigenvalues"): wandb.Histogram(
+                np.log10(entry[EIGENVALUES] + 1e-12)) for name, entry in result.items() if EIGENVALUES in entry}
             run.log({**hists, "trainer/global_step": step})
 
     def _log_tables(self, trainer: pl.Trainer) -> None:
@@ -86,11 +83,10 @@ class SpectraCallback(pl.Callback):
 
         arrays = self.history.arrays()
         tables = {}
-        for key, values in arrays.items():
-            if key.endswith("/eigenvalues"):
-                rows = [[int(s), i + 1, float(v)] for s, spec in zip(arrays["steps"], values) for i, v in enumerate(spec)]
-                tables[f"spectra/{key[: -len('/eigenvalues')]}/table"] = wandb.Table(
-                    columns=["step", "rank", "eigenvalue"], data=rows)
+        for key in stored_keys(arrays):
+            rows = [[int(s), i + 1, float(v)] for s, spec in zip(arrays[STEPS], arrays[key.field(EIGENVALUES)])
+                    for i, v in enumerate(spec)]
+            tables[key.wandb("table")] = wandb.Table(columns=["step", "rank", "eigenvalue"], data=rows)
         run.log({**tables, "trainer/global_step": trainer.global_step})
 
 

@@ -6,7 +6,6 @@ only when first asked for (a report touches a few of the many files a run holds)
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,12 +14,12 @@ import numpy as np
 import torch
 import yaml
 
+from channels.keys import EIGENVALUES, EIGENVECTORS, SpectrumKey, stored_keys
 from channels.spectra import load_npz
 from lth import rundir
 from lth.errors import LTCError
+from lth.layout import DONE, MASK, METRICS, SPECTRA, WEIGHTS, RunLayout, level_name
 from lth.masks import Mask, load_mask
-
-_LEVEL_DIR = re.compile(r"^level_(\d+)$")
 
 
 @dataclass(eq=False)
@@ -41,19 +40,18 @@ class Trained:
 
     @cached_property
     def mask(self) -> Mask:
-        return load_mask(rundir.verify(self.dir, "mask.safetensors"))
+        return load_mask(rundir.verify(self.dir, MASK))
 
     @cached_property
     def weights(self) -> dict[str, torch.Tensor]:
-        return rundir.load_tensors(rundir.verify(self.dir, "weights.safetensors"))
+        return rundir.load_tensors(rundir.verify(self.dir, WEIGHTS))
 
     @cached_property
     def spectra(self) -> dict[str, np.ndarray] | None:
-        """The level's spectra.npz, or None when the run measured none."""
-        manifest = json.loads((self.dir / rundir.DONE).read_text())
-        if "spectra.npz" not in manifest.get("files", {}):
+        """The level's spectra, or None when the run measured none."""
+        if SPECTRA not in rundir.read_manifest(self.dir):
             return None
-        return load_npz(rundir.verify(self.dir, "spectra.npz"))
+        return load_npz(rundir.verify(self.dir, SPECTRA))
 
 
 @dataclass(eq=False)
@@ -92,68 +90,61 @@ class RunData:
         return self.levels[0]
 
     def init_weights(self) -> dict[str, torch.Tensor]:
-        return rundir.load_tensors(self.dir / "init.safetensors")
+        return rundir.load_tensors(RunLayout(self.dir).init)
 
     def line(self, branch: str | None) -> dict[int, Trained]:
         """The ticket line (None) or a branch, by level."""
         return self.levels if branch is None else self.branches.get(branch, {})
 
 
-def _finished(directory: Path, branch: str | None) -> dict[int, Trained]:
+def _finished(layout: RunLayout, branch: str | None) -> dict[int, Trained]:
     out: dict[int, Trained] = {}
-    if not directory.is_dir():
-        return out
-    for child in sorted(directory.iterdir()):
-        match = _LEVEL_DIR.match(child.name)
-        if match and rundir.is_done(child):
-            metrics = json.loads(rundir.verify(child, "metrics.json").read_text())
-            out[int(match.group(1))] = Trained(child, int(match.group(1)), branch, metrics)
+    for level, directory in layout.level_dirs(branch).items():
+        if rundir.is_done(directory):
+            metrics = json.loads(rundir.verify(directory, METRICS).read_text())
+            out[level] = Trained(directory, level, branch, metrics)
     return out
 
 
 def load_run(path: str | Path) -> RunData:
     """Read run directory `path`; LTCError when it is no run or has no finished dense level."""
     path = Path(path)
+    layout = RunLayout(path)
     if not path.is_dir():
         raise LTCError(f"{path} is not a directory; pass a run directory written by `ltc imp`")
-    config_path = path / "config.yaml"
-    if not config_path.is_file():
-        raise LTCError(f"{path} is not an IMP run directory (no config.yaml); pass a directory written by `ltc imp`")
+    if not layout.config.is_file():
+        raise LTCError(f"{path} is not an IMP run directory (no {layout.config.name}); pass a directory "
+                       "written by `ltc imp`")
     try:
-        config = yaml.safe_load(config_path.read_text()) or {}
+        config = yaml.safe_load(layout.config.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise LTCError(f"{config_path} is not valid YAML ({' '.join(str(exc).split())[:200]})") from exc
-    levels = _finished(path, None)
+        raise LTCError(f"{layout.config} is not valid YAML ({' '.join(str(exc).split())[:200]})") from exc
+    levels = _finished(layout, None)
     if not levels:
-        raise LTCError(f"{path} has no finished levels (no level_*/DONE); let `ltc imp` finish at least level 0 first")
+        raise LTCError(f"{path} has no finished levels (no {level_name(0)}/{DONE}...); let `ltc imp` finish at "
+                       "least level 0 first")
     if 0 not in levels:
-        raise LTCError(f"{path} has no finished dense level (level_00/DONE); the ticket tests compare against it")
-    branches = {}
-    branch_root = path / "branches"
-    if branch_root.is_dir():
-        for child in sorted(branch_root.iterdir()):
-            found = _finished(child, child.name)
-            if found:
-                branches[child.name] = found
+        raise LTCError(f"{path} has no finished dense level ({level_name(0)}/{DONE}); the ticket tests compare "
+                       "against it")
+    branches = {name: found for name in layout.branch_names() if (found := _finished(layout, name))}
     return RunData(path, config, levels, branches)
 
 
 def spectrum_keys(spectra: dict[str, np.ndarray]) -> list[str]:
-    """The spectra measured: `<site>/cov` and `<a>-><b>/jac`, in file order."""
-    return [k[: -len("/eigenvalues")] for k in spectra if k.endswith("/eigenvalues")]
+    """The spectra measured (`channels.keys`: `<site>/cov`, `<a>-><b>/jac`), in file order."""
+    return [str(key) for key in stored_keys(spectra)]
 
 
 def key_site(key: str) -> str:
     """Where a spectrum's eigenvectors live: the site of `<site>/cov`, the source a of `<a>-><b>/jac`."""
-    where = key.rsplit("/", 1)[0]
-    return where.split("->")[0]
+    return SpectrumKey.parse(key).site
 
 
 def final_eigenvalues(spectra: dict[str, np.ndarray], key: str) -> np.ndarray:
     """The spectrum at the end of training (the last measurement)."""
-    return np.asarray(spectra[f"{key}/eigenvalues"])[-1]
+    return np.asarray(spectra[SpectrumKey.parse(key).field(EIGENVALUES)])[-1]
 
 
 def top_vectors(spectra: dict[str, np.ndarray], key: str) -> np.ndarray:
     """The final top-k eigenvectors (d, k), as columns."""
-    return np.asarray(spectra[f"{key}/eigenvectors"])
+    return np.asarray(spectra[SpectrumKey.parse(key).field(EIGENVECTORS)])

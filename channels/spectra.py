@@ -17,6 +17,7 @@ from torch import nn
 from channels.compare import jacobian_vs_covariance
 from channels.covariance import StreamingCovariance, rows_from_activation
 from channels.jacobian import GramAccumulator, iter_sequence_jacobian, site_jacobian
+from channels.keys import EIGENVALUES, EIGENVECTORS, STEPS, SpectrumKey, comparison_key, cov_key, jac_key
 from channels.metrics import spectrum_metrics
 from channels.sites import call_model, capture, resolve_sites
 from lth.errors import LTCError
@@ -71,12 +72,6 @@ def _eigh_desc(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(values[::-1], 0.0, None).copy(), vectors[:, ::-1].copy()
 
 
-def _slice(inputs, n: int):
-    if isinstance(inputs, dict):
-        return {k: v[:n] if torch.is_tensor(v) else v for k, v in inputs.items()}
-    return inputs[:n]
-
-
 def _gram(model: nn.Module, probe, a: str, b: str, step: int) -> torch.Tensor:
     """E[J^T J] of d b / d a over the probe examples (sequences: last target, all sources)."""
     tokens = probe["input_ids"] if isinstance(probe, dict) else probe
@@ -101,8 +96,8 @@ def _gram(model: nn.Module, probe, a: str, b: str, step: int) -> torch.Tensor:
 def measure(model: nn.Module, probe, jacobian_probe, cfg: SpectraConfig, step: int) -> dict[str, dict]:
     """Spectra of `model` on the probe set.
 
-    Returns {key: {"eigenvalues", "eigenvectors" (top k), "metrics"}} with keys `<site>/cov`
-    and `<a>-><b>/jac`, plus `<a>/jac_vs_cov` entries holding the comparison metrics.
+    Returns {key: {"eigenvalues", "eigenvectors" (top k), "metrics"}} with the keys of
+    `channels.keys` (`<site>/cov`, `<a>-><b>/jac`, and `<a>/jac_vs_cov` holding only metrics).
     """
     was_training = model.training
     model.eval()
@@ -120,14 +115,14 @@ def measure(model: nn.Module, probe, jacobian_probe, cfg: SpectraConfig, step: i
             cov.update(rows, step=step)
             values, vectors = _eigh_desc(cov.covariance())
             covs[site.name] = (values, vectors)
-            out[f"{site.name}/cov"] = _entry(values, vectors, cfg)
+            out[str(cov_key(site.name))] = _entry(values, vectors, cfg)
         for a, b in cfg.pairs():
             with torch.enable_grad():
                 values, vectors = _eigh_desc(_gram(model, jacobian_probe, a, b, step))
-            out[f"{a}->{b}/jac"] = _entry(values, vectors, cfg)
+            out[str(jac_key(a, b))] = _entry(values, vectors, cfg)
             if a in covs and len(covs[a][0]) == len(values):
                 k = min(cfg.top_k, len(values))
-                out[f"{a}/jac_vs_cov"] = {"metrics": jacobian_vs_covariance(
+                out[str(comparison_key(a))] = {"metrics": jacobian_vs_covariance(
                     values, vectors[:, :k], covs[a][0], covs[a][1][:, :k], k, cfg.rtol)}
     finally:
         model.train(was_training)
@@ -154,15 +149,16 @@ class SpectraHistory:
             for values in self.series.values():
                 values.pop()
         self.steps.append(step)
-        for key, entry in measurement.items():
-            if "eigenvalues" in entry:
-                self.series.setdefault(f"{key}/eigenvalues", []).append(np.asarray(entry["eigenvalues"]))
-                self.last_vectors[f"{key}/eigenvectors"] = np.asarray(entry["eigenvectors"])
-            for name, value in entry["metrics"].items():
-                self.series.setdefault(f"{key}/{name}", []).append(np.asarray(value, dtype=np.float64))
+        for name, entry in measurement.items():
+            key = SpectrumKey.parse(name)
+            if EIGENVALUES in entry:
+                self.series.setdefault(key.field(EIGENVALUES), []).append(np.asarray(entry[EIGENVALUES]))
+                self.last_vectors[key.field(EIGENVECTORS)] = np.asarray(entry[EIGENVECTORS])
+            for metric, value in entry["metrics"].items():
+                self.series.setdefault(key.field(metric), []).append(np.asarray(value, dtype=np.float64))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {"steps": np.asarray(self.steps, dtype=np.int64)}
+        out = {STEPS: np.asarray(self.steps, dtype=np.int64)}
         out.update({k: np.stack(v) for k, v in self.series.items()})
         out.update(self.last_vectors)
         return out

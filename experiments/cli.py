@@ -7,12 +7,12 @@ import sys
 from lth.errors import LTCError
 
 COMMANDS = {
-    "imp": ("experiments.recipes.imp", "run IMP with controls and spectra (the default experiment)"),
-    "spectra": ("experiments.recipes.spectra", "spectra of a run's saved weights, without training"),
-    "seeds": ("experiments.recipes.seeds", "IMP with controls over several seeds, then the report"),
-    "report": ("experiments.recipes.report", "the ticket tests and verdict report of one or more runs"),
-    "jacobian": ("experiments.recipes.jacobian", "residual-stream Jacobian spectra of a transformer over many tokens"),
-    "bench": ("experiments.recipes.bench", "the benchmark suite: ratios measured side by side"),
+    "imp": ("experiments.commands.imp", "run IMP with controls and spectra (the default experiment)"),
+    "spectra": ("experiments.commands.spectra", "spectra of a run's saved weights, without training"),
+    "seeds": ("experiments.commands.seeds", "IMP with controls over several seeds, then the report"),
+    "report": ("experiments.commands.report", "the ticket tests and verdict report of one or more runs"),
+    "jacobian": ("experiments.commands.jacobian", "residual-stream Jacobian spectra of a transformer over many tokens"),
+    "bench": ("experiments.commands.bench", "the benchmark suite: ratios measured side by side"),
 }
 
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
+from lth.config import run_only
 from lth.errors import LTCError
 
 
 @dataclass
 class TrainerConfig:
-    """The subset of `pytorch_lightning.Trainer` arguments an experiment sets.
+    """The subset of `pytorch_lightning.Trainer` arguments an experiment sets (fields tagged
+    `run_only` say where and how visibly a run trains, not what it computes).
 
     Args:
         max_steps: optimiser steps per level (IMP measures training in steps).
@@ -27,20 +29,20 @@ class TrainerConfig:
 
     max_steps: int = 2000
     val_check_interval: int = 250
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
+    accelerator: str = run_only("cpu")
+    devices: int | str = run_only(1)
+    strategy: str = run_only("auto")
+    num_nodes: int = run_only(1)
     precision: str = "32-true"
     gradient_clip_val: float | None = None
-    log_every_n_steps: int = 25
+    log_every_n_steps: int = run_only(25)
     deterministic: bool = False
-    enable_progress_bar: bool = True
+    enable_progress_bar: bool = run_only(True)
 
     def kwargs(self) -> dict:
         if self.val_check_interval < 1:
             raise LTCError(f"trainer.val_check_interval must be >= 1, got {self.val_check_interval}")
-        out = dict(vars(self))
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["val_check_interval"] = min(self.val_check_interval, self.max_steps) if self.max_steps > 0 else 1
         out["check_val_every_n_epoch"] = None
         out["enable_model_summary"] = False

@@ -5,7 +5,6 @@ True = the weight survives, False = pruned. Masks live on the CPU and are saved 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -112,5 +111,10 @@ def load_mask(path: str | Path) -> Mask:
     return {n: t.bool() for n, t in tensors.items()}
 
 
-def write_sparsity_json(path: str | Path, mask: Mapping[str, torch.Tensor]) -> None:
-    Path(path).write_text(json.dumps(sparsity_report(mask), indent=2))
+
+def apply_mask(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with every masked tensor multiplied by its mask (the others unchanged)."""
+    out = dict(state)
+    for name, m in mask.items():
+        out[name] = state[name] * m.to(state[name].dtype)
+    return out

@@ -20,8 +20,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from lth.errors import LTCError
+from lth.layout import DONE
 
-DONE = "DONE"
 CHECKSUM_KEY = "lth.sha256"
 _UMASK = os.umask(0)
 os.umask(_UMASK)

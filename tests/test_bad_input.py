@@ -139,7 +139,7 @@ def test_bad_input_is_one_line_exit_2_and_spares_finished_artifacts(
     (scratch / "broken.yaml").write_text("model: [unclosed\n")
     if damage == "unwritable":
         access = os.access  # as root every path is writable: pretend the run dir is not
-        monkeypatch.setattr("experiments.recipes.imp.os.access",
+        monkeypatch.setattr("experiments.commands.imp.os.access",
                             lambda path, mode: Path(path) != run and access(path, mode))
     elif damage == "disk_full":
         def no_space(fd):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-import lth.imp
+import lth.callbacks
+import lth.driver
 from channels.spectra import SpectraConfig, load_npz, measure
 from experiments.cli import main
 from experiments.data.mnist1d import MNIST1DDataModule
@@ -106,17 +107,17 @@ def test_checkpoint_of_another_process_count_is_refused(level0, tmp_path, capsys
     """Each step's batch is split across the processes: a level resumed with another count would
     silently train on other data, so its checkpoint is refused."""
     cfg, _, _ = level0
-    save = lth.imp.AtomicCheckpoint._save
+    save = lth.callbacks.AtomicCheckpoint._save
 
     def save_then_stop(self, trainer):
         save(self, trainer)
         raise _Stop
 
-    monkeypatch.setattr(lth.imp.AtomicCheckpoint, "_save", save_then_stop)
+    monkeypatch.setattr(lth.callbacks.AtomicCheckpoint, "_save", save_then_stop)
     run = tmp_path / "run"
     with pytest.raises(_Stop):
         main(["imp", "--config", str(cfg), "--run_dir", str(run)])
-    monkeypatch.setattr(lth.imp.AtomicCheckpoint, "_save", save)
+    monkeypatch.setattr(lth.callbacks.AtomicCheckpoint, "_save", save)
     ckpt = run / "level_00/checkpoints/last.ckpt"
     state = torch.load(ckpt, weights_only=True)
     assert state["world_size"] == 1

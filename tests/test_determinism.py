@@ -4,7 +4,7 @@ import torch
 
 from experiments.cli import main
 from lth.data_order import StepBatchSampler
-from lth.imp import StepSeed
+from lth.callbacks import StepSeed
 from lth.masks import load_mask
 from tests.helpers import write_config
 from tests.test_kill_resume import RECIPE, results

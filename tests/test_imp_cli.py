@@ -73,7 +73,7 @@ def test_more_levels_extend_the_same_run(finished_run, tmp_path):
 
 def test_interrupted_level_resumes_to_the_same_result(finished_run, tmp_path, monkeypatch):
     cfg, run = finished_run
-    import lth.imp as imp
+    import lth.driver as imp
 
     class Crash(imp.pl.Callback):  # a pre-empted node, simulated inside the process
         def on_train_batch_end(self, trainer, pl_module, *args):

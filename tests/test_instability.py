@@ -12,8 +12,8 @@ from channels.stability import STABLE_BARRIER, stability_rows, stability_summary
 from experiments.cli import main
 from experiments.data.mnist1d import MNIST1DDataModule
 from experiments.models.mlp import MLP
-from experiments.recipes.report import build_report
-from experiments.wandb_offline import read_runs
+from experiments.commands.report import build_report
+from wandb_offline import read_runs
 from lth import rundir
 from lth.connectivity import recompute_batchnorm_statistics
 from lth.errors import LTCError
@@ -170,7 +170,7 @@ def test_batchnorm_recompute_without_batches_is_an_error():
 
 def test_interrupted_copy_resumes_to_the_same_weights_and_barrier(stability_run, tmp_path, monkeypatch):
     cfg, reference = stability_run
-    import lth.imp as imp
+    import lth.driver as imp
 
     class Crash(imp.pl.Callback):  # a pre-empted node, in the middle of the copy's training
         def on_train_batch_end(self, trainer, pl_module, *args):

@@ -17,10 +17,10 @@ from channels.metrics import spectrum_metrics
 from channels.sites import run_sites, site_function
 from channels.spectra import load_npz
 from experiments.cli import main as ltc
-from experiments.corpus import token_blocks
-from experiments.hf_models import load_model
-from experiments.jacobian_results import distance_bin
-from experiments.jacobian_sweep import (
+from experiments.data.corpus import token_blocks
+from experiments.models.hf import load_model
+from channels.sweep_results import distance_bin
+from channels.sweep import (
     METRICS,
     Pair,
     Sweep,
@@ -29,7 +29,7 @@ from experiments.jacobian_sweep import (
     source_positions,
     target_order,
 )
-from experiments.wandb_offline import read_runs
+from wandb_offline import read_runs
 
 LENGTH = 10
 PAIR = Pair("resid_pre.0", "resid_post.1")
@@ -351,7 +351,7 @@ def test_tokenizer_saved_with_the_model_is_used(models, tmp_path):
 
 def test_shipped_config_parses():
     from experiments.config import parse
-    from experiments.recipes.jacobian import build_parser
+    from experiments.commands.jacobian import build_parser
 
     cfg = parse(build_parser(), ["--config", str(REPO / "configs" / "gpt2_residual_jacobian.yaml")])
     assert cfg.model == "gpt2" and cfg.context_length == 1024

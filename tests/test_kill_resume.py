@@ -41,7 +41,8 @@ import sys
 import numpy as np
 
 import channels.callback
-import lth.imp
+import lth.callbacks
+import lth.driver
 import lth.rundir
 from experiments.cli import main
 
@@ -64,14 +65,14 @@ def rank():
 
 if KIND == "checkpoint":
     JOB, STEP = WHERE.rsplit(":", 1)
-    save = lth.imp.AtomicCheckpoint._save
+    save = lth.callbacks.AtomicCheckpoint._save
 
     def _save(self, trainer):
         save(self, trainer)
         if trainer.is_global_zero and trainer.global_step == int(STEP) and job_of(self.path.parent.parent) == JOB:
             die()
 
-    lth.imp.AtomicCheckpoint._save = _save
+    lth.callbacks.AtomicCheckpoint._save = _save
 
 if KIND == "spectra":
     JOB, COUNT = WHERE.rsplit(":", 1)
@@ -91,7 +92,7 @@ if KIND in ("tmp", "written"):
     atomic_write = lth.rundir.atomic_write
 
     def _atomic_write(path, write):
-        hit = os.path.realpath(path) == os.path.join(RUN_DIR, WHERE) and lth.imp.is_global_zero()
+        hit = os.path.realpath(path) == os.path.join(RUN_DIR, WHERE) and lth.driver.is_global_zero()
         if hit and KIND == "tmp":
             write = lambda tmp, write=write: (write(tmp), die())
         atomic_write(path, write)
@@ -101,7 +102,7 @@ if KIND in ("tmp", "written"):
     lth.rundir.atomic_write = _atomic_write
 
 if RECORD:
-    agree = lth.imp.MaskAgreement.on_fit_start
+    agree = lth.callbacks.MaskAgreement.on_fit_start
     train_end = channels.callback.SpectraCallback.on_train_end
 
     def _agree(self, trainer, pl_module):
@@ -117,7 +118,7 @@ if RECORD:
 
     def audit(event, args):
         if event not in ("open", "os.rename", "os.remove", "os.mkdir", "os.rmdir", "shutil.rmtree",
-                         "os.truncate", "os.chmod", "tempfile.mkstemp") or lth.imp.is_global_zero():
+                         "os.truncate", "os.chmod", "tempfile.mkstemp") or lth.driver.is_global_zero():
             return
         if event == "open" and not ((args[1] and any(c in args[1] for c in "wax+"))
                                     or (args[2] or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
@@ -127,7 +128,7 @@ if RECORD:
             with open(os.path.join(RECORD, f"foreign-writes-{os.getpid()}.txt"), "a") as fh:
                 fh.write(f"{event} {os.fsdecode(path)}\\n")
 
-    lth.imp.MaskAgreement.on_fit_start = _agree
+    lth.callbacks.MaskAgreement.on_fit_start = _agree
     channels.callback.SpectraCallback.on_train_end = _train_end
     sys.addaudithook(audit)
 

@@ -6,9 +6,9 @@ import yaml
 
 from experiments.cli import main
 from experiments.config import parse
-from experiments.recipes.report import build_report
-from experiments.recipes.seeds import build_parser, plan
-from experiments.wandb_offline import read_runs
+from experiments.commands.report import build_report
+from experiments.commands.seeds import build_parser, plan
+from wandb_offline import read_runs
 from lth.rundir import is_done
 from tests.helpers import write_config
 from tests.test_tickets import write_fake_run

@@ -3,7 +3,7 @@ import pytorch_lightning as pl
 import torch
 
 from experiments.cli import main
-from experiments.recipes.imp import LightningEnvironment
+from experiments.commands.imp import LightningEnvironment
 from lth.masks import load_mask
 from lth.rundir import load_tensors
 from tests.helpers import write_config

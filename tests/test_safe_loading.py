@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import lth.imp
+import lth.driver
 from channels.rundata import Trained
 from channels.spectra import load_npz
 from experiments.cli import main
@@ -84,7 +84,7 @@ def test_lightning_resumes_with_weights_only_even_if_the_environment_asks_otherw
     marker = tmp_path / "pwned"
     _plant_checkpoint(run / "level_02" / "checkpoints" / "last.ckpt", marker, "torch_zip")
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    monkeypatch.setattr(lth.imp, "resumable_checkpoint", lambda path: path if path.exists() else None)
+    monkeypatch.setattr(lth.driver, "resumable_checkpoint", lambda path: path if path.exists() else None)
     with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only load failed"):
         main(["imp", "--config", str(cfg), "--run_dir", str(run), "--imp.levels", "2"])
     assert not marker.exists()

@@ -11,8 +11,8 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from experiments.cli import main
 from experiments.config import default_run_dir, parse
-from experiments.recipes.imp import build_parser
-from lth.imp import ImpConfig
+from experiments.commands.imp import build_parser
+from lth.config import ImpConfig
 from lth.rundir import is_done
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_every_grid_point_is_a_valid_ltc_imp_command(path):
         ImpConfig(**vars(cfg.imp)).validate(cfg.trainer.max_steps)
         for key, value in params.items():  # each swept value reached its dotted key
             assert cfg.get(key) == value, (key, cfg.get(key), value)
-        run_dirs.add(default_run_dir(cfg.experiment, cfg))
+        run_dirs.add(default_run_dir(cfg))
     assert len(run_dirs) == len(points)  # independent jobs never share a run directory
 
 

@@ -1,7 +1,7 @@
 """The offline W&B reader against a run that wandb itself writes, offline, in a tmp dir."""
 import pytest
 
-from experiments.wandb_offline import (
+from wandb_offline import (
     BLOCK,
     read_history,
     read_records,

@@ -6,6 +6,7 @@ parameter names of `task.net` (e.g. `layers.0.weight`), never of the wrapper.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
@@ -16,11 +17,12 @@ from torch.utils.data import DataLoader
 from lth.errors import LTCError
 
 
-class Task(pl.LightningModule):
-    """Base task: holds `net`, builds the optimiser and an optional warm-up + cosine schedule.
+@dataclass
+class OptimConfig:
+    """The optimiser and learning-rate schedule of a task (its recipe keys sit beside `net` in the
+    task's init_args).
 
     Args:
-        net: the network to train and prune.
         optimizer: `adam`, `adamw` or `sgd`.
         lr: learning rate.
         weight_decay: L2 (sgd, adam) or decoupled (adamw) weight decay.
@@ -32,34 +34,57 @@ class Task(pl.LightningModule):
         gamma: the `multistep` decay factor.
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        scheduler: str = "constant",
-        warmup_steps: int = 0,
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
-    ) -> None:
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: str = "constant"
+    warmup_steps: int = 0
+    milestones: list[int] | None = None
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise LTCError(f"unknown optimizer {self.optimizer!r}: use adam, adamw or sgd")
+        if self.scheduler not in ("constant", "cosine", "multistep"):
+            raise LTCError(f"unknown scheduler {self.scheduler!r}: use constant, cosine or multistep")
+        if self.lr <= 0:
+            raise LTCError(f"lr must be positive, got {self.lr}")
+        self.milestones = sorted(self.milestones or [])
+
+    def build(self, params, total_steps: int):
+        """The optimiser over `params` and, unless the rate is constant, a per-step LambdaLR."""
+        if self.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        elif self.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.scheduler == "constant" and self.warmup_steps == 0:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.factor(step, total_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def factor(self, step: int, total_steps: int) -> float:
+        """The learning-rate multiplier at optimiser step `step` of `total_steps`."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.scheduler == "multistep":
+            return self.gamma ** sum(step >= m for m in self.milestones)
+        if self.scheduler == "constant":
+            return 1.0
+        progress = min((step - self.warmup_steps) / max(total_steps - self.warmup_steps, 1), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Task(pl.LightningModule):
+    """Base task: holds `net` and its optimiser settings (`OptimConfig`, passed as keyword
+    arguments: a recipe's `optimizer`, `lr`, ... keys)."""
+
+    def __init__(self, net: nn.Module, **optim) -> None:
         super().__init__()
-        if optimizer not in ("adam", "adamw", "sgd"):
-            raise LTCError(f"unknown optimizer {optimizer!r}: use adam, adamw or sgd")
-        if scheduler not in ("constant", "cosine", "multistep"):
-            raise LTCError(f"unknown scheduler {scheduler!r}: use constant, cosine or multistep")
-        if lr <= 0:
-            raise LTCError(f"lr must be positive, got {lr}")
         self.net = net
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.scheduler_name = scheduler
-        self.warmup_steps = warmup_steps
-        self.milestones = sorted(milestones or [])
-        self.gamma = gamma
+        self.optim = OptimConfig(**optim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -83,27 +108,5 @@ class Task(pl.LightningModule):
         return 1.0 - correct / total
 
     def configure_optimizers(self):
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        elif self.optimizer_name == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.scheduler_name == "constant" and self.warmup_steps == 0:
-            return opt
         total = max(int(self.trainer.max_steps or 0), 1) if self.trainer else 1
-        warmup, name = self.warmup_steps, self.scheduler_name
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if name == "multistep":
-                return self.gamma ** sum(step >= m for m in self.milestones)
-            if name == "constant":
-                return 1.0
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self.optim.build([p for p in self.net.parameters() if p.requires_grad], total)

@@ -10,22 +10,10 @@ from experiments.tasks.base import Task
 
 
 class ClassificationTask(Task):
-    """Trains `net` with cross-entropy (optimiser arguments as in `Task`); logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`."""
+    """Trains `net` with cross-entropy (optimiser arguments: `OptimConfig`); logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`."""
 
-    def __init__(
-        self,
-        net: nn.Module,
-        num_classes: int = 10,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        scheduler: str = "constant",
-        warmup_steps: int = 0,
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
-    ) -> None:
-        super().__init__(net, optimizer, lr, weight_decay, momentum, scheduler, warmup_steps, milestones, gamma)
+    def __init__(self, net: nn.Module, num_classes: int = 10, **optim) -> None:
+        super().__init__(net, **optim)
         self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
         self.test_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
 

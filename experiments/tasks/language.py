@@ -76,22 +76,11 @@ class TokenStats(Metric):
 class LanguageModelTask(Task):
     """Trains `net` (a causal HF LM returning `.logits`) to predict the next token.
 
-    The optimiser arguments are those of `Task`. `forward(input_ids)` returns the logits.
+    The optimiser arguments are `OptimConfig`'s. `forward(input_ids)` returns the logits.
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        scheduler: str = "constant",
-        warmup_steps: int = 0,
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
-    ) -> None:
-        super().__init__(net, optimizer, lr, weight_decay, momentum, scheduler, warmup_steps, milestones, gamma)
+    def __init__(self, net: nn.Module, **optim) -> None:
+        super().__init__(net, **optim)
         self.stats = nn.ModuleDict({"val": TokenStats(), "test": TokenStats()})
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

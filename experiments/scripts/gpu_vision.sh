@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The six vision recipes (LeNet-300-100, Conv-2/4/6, ResNet-20, VGG-16) on one CUDA GPU, as one
-# prepared script of about 5 minutes at most: experiments.vision_gpu runs each config's `ltc imp`
+# prepared script of about 5 minutes at most: experiments.bench.vision_gpu runs each config's `ltc imp`
 # for VISION_STEPS steps per level (default 600), levels 0 (dense) and 1 (pruned, masked training),
 # and reports ms/step, images/s, test accuracy and peak GPU memory per config and level.
 #
-#   experiments/gpu_vision.sh OUT_DIR
+#   experiments/scripts/gpu_vision.sh OUT_DIR
 #
 # Budget: all runs together stop at VISION_BUDGET_S (default 270 s; configs left then get a row
 # saying so), each run at 120 s (plus 10 s to stop), and the whole script is stopped at 330 s. Estimated from ms/step
@@ -27,7 +27,7 @@
 # Rehearse on a CPU machine (no GPU time spent): VISION_DEVICE=cpu VISION_SIZE=tiny (2 steps, one
 # torch / BLAS thread per run unless VISION_THREADS says otherwise).
 set -euo pipefail
-OUT=${1:?usage: experiments/gpu_vision.sh OUT_DIR}
+OUT=${1:?usage: experiments/scripts/gpu_vision.sh OUT_DIR}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -62,7 +62,7 @@ fi
 
 echo "== vision recipes: device $DEVICE, $SIZE data, $STEPS steps per level, budget $BUDGET s"
 start=$(date +%s)
-timeout --signal=INT 330 "$PYTHON" -m experiments.vision_gpu "$OUT" --device "$DEVICE" --size "$SIZE" \
+timeout --signal=INT 330 "$PYTHON" -m experiments.bench.vision_gpu "$OUT" --device "$DEVICE" --size "$SIZE" \
   --steps "$STEPS" --levels 1 --data_root "${VISION_DATA_ROOT:-data}" --timeout_s 120 --budget_s "$BUDGET" \
   ${THREADS:+--threads "$THREADS"} || echo "== vision_gpu ended with exit $?: vision_gpu.json holds the configs that finished"
 echo "== done in $(( $(date +%s) - start )) s; wrote $(ls "$OUT")"

@@ -9,7 +9,7 @@ every source s of `targets` target positions t in each of `contexts` token conte
 values and spectral metrics per (context, t, s), the expected Grams, the covariance at the
 same sites, and the comparison of both. Writes to `--out` (default
 runs/jacobian-<model>-<hash8>, the hash of what is measured, not of how much): figures/*.png,
-results.json, results.npz, items/ and state/ (see experiments.jacobian_sweep), and a W&B run
+results.json, results.npz, items/ and state/ (see channels.sweep), and a W&B run
 under wandb/ (offline by default). Interrupted sweeps resume where they stopped; running again
 with more contexts or targets extends the sweep. Results cover every finished item in the
 directory.
@@ -29,11 +29,11 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 
+from channels.sweep import METRICS, Pair, Sweep, SweepSettings, parse_pair
+from channels.sweep_results import collect
 from experiments.config import base_parser, parse
-from experiments.corpus import read_documents, token_blocks
-from experiments.hf_models import load_model, model_slug, normalise_site
-from experiments.jacobian_results import collect
-from experiments.jacobian_sweep import METRICS, Pair, Sweep, SweepSettings, parse_pair
+from experiments.data.corpus import read_documents, token_blocks
+from experiments.models.hf import load_model, model_slug, normalise_site
 from experiments.settings import WandbConfig
 from lth import rundir
 from lth.errors import LTCError
@@ -239,7 +239,7 @@ def summary_lines(summary: dict) -> list[str]:
 def write_results(sweep: Sweep, args: Namespace, meta: dict) -> tuple[dict, list[Path]]:
     """results.json, results.npz and the figures of every finished item."""
     from channels.spectra import save_npz
-    from experiments.jacobian_figures import all_figures
+    from experiments.report.jacobian_figures import all_figures
 
     summary, arrays = collect(sweep, args.top_k)
     summary = {**meta, **summary}
@@ -280,7 +280,7 @@ def main(argv: list[str]) -> int:
     settings.validate()
     wandb_cfg = WandbConfig(**vars(args.wandb))
     if wandb_cfg.resolved_mode() == "online":
-        from experiments.recipes.imp import check_wandb_credentials
+        from experiments.environment import check_wandb_credentials
 
         check_wandb_credentials()
     index, count = shard_of(args.shard)

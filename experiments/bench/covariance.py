@@ -1,6 +1,6 @@
 """Benchmark: streaming covariance against stacking every row, side by side in one process.
 
-    python -m experiments.bench_covariance [--rows N --dim D --chunk C]
+    python -m experiments.bench.covariance [--rows N --dim D --chunk C]
 
 Rows are float32 activations with a large mean (10, against unit-scale variance), fed in
 chunks as a forward hook would see them. Three ways to the same covariance:

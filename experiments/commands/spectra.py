@@ -15,10 +15,12 @@ from jsonargparse import ArgumentParser
 from rich.table import Table
 
 from channels.spectra import SpectraHistory, measure, save_npz
-from experiments.config import parse
-from experiments.recipes.imp import LightningEnvironment, build_parser, console, probe_inputs, quiet_libraries
+from experiments.config import imp_parser, load_run_config, parse
+from experiments.environment import LightningEnvironment, probe_inputs
+from experiments.runtime import console, quiet_libraries
 from lth import rundir
 from lth.errors import LTCError
+from lth.layout import WEIGHTS, JobFiles, RunLayout, job_name
 
 SHOWN = ("effective_rank", "participation_ratio", "top1_share")
 
@@ -33,29 +35,27 @@ def _parser() -> ArgumentParser:
     return parser
 
 
-def finished_jobs(run_dir: Path, level: int | None, branch: str | None) -> list[tuple[str, Path]]:
-    """(job name, directory) of every finished level of the chosen line, in level order."""
-    base = run_dir if branch is None else run_dir / "branches" / branch
-    dirs = sorted(p for p in base.glob("level_*") if rundir.is_done(p))
+def finished_jobs(run_dir: Path, level: int | None, branch: str | None) -> list[tuple[int, JobFiles]]:
+    """(level, files) of every finished level of the chosen line, in level order."""
+    layout = RunLayout(run_dir)
+    found = [(lvl, layout.job(lvl, branch)) for lvl, d in layout.level_dirs(branch).items() if rundir.is_done(d)]
     if level is not None:
-        dirs = [p for p in dirs if p.name == f"level_{level:02d}"]
-    if not dirs:
+        found = [(lvl, d) for lvl, d in found if lvl == level]
+    if not found:
         which = f"level {level}" if level is not None else "any level"
-        raise LTCError(f"{base} has no finished {which}: run `ltc imp` first or pick another --level/--branch")
-    prefix = "" if branch is None else f"{branch}/"
-    return [(prefix + p.name, p) for p in dirs]
+        where = "the ticket line" if branch is None else f"branch {branch}"
+        raise LTCError(f"{run_dir} has no finished {which} on {where}: run `ltc imp` first or pick another "
+                       "--level/--branch")
+    return found
 
 
 def main(argv: list[str]) -> int:
     quiet_libraries()
     args = parse(_parser(), argv)
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise LTCError(f"{run_dir} is not a run directory (no config.yaml): pass the directory `ltc imp` made")
+    cfg = load_run_config(run_dir, ["--wandb.mode", "disabled"])
     jobs = finished_jobs(run_dir, args.level, args.branch)
-    parser = build_parser()
-    cfg = parse(parser, ["--config", str(run_dir / "config.yaml"), "--wandb.mode", "disabled"])
-    env = LightningEnvironment(parser, cfg, run_dir, "spectra")
+    env = LightningEnvironment(imp_parser(), cfg, run_dir, "spectra")
     spectra = env.spectra
     spectra.sites = spectra.sites if args.sites is None else args.sites
     spectra.jacobians = spectra.jacobians if args.jacobians is None else args.jacobians
@@ -69,16 +69,18 @@ def main(argv: list[str]) -> int:
     table.add_column("spectrum")
     for name in SHOWN:
         table.add_column(name, justify="right")
-    for job, directory in jobs:
+    layout = RunLayout(run_dir)
+    for level, files in jobs:
+        job = job_name(level, args.branch)
         net = env.make_task().net
-        net.load_state_dict(rundir.load_tensors(rundir.verify(directory, "weights.safetensors")))
+        net.load_state_dict(rundir.load_tensors(rundir.verify(files.dir, WEIGHTS)))
         result = measure(net, probe, jacobian_probe, spectra, step=0)
         history = SpectraHistory()
         history.add(0, result)
-        save_npz(run_dir / "spectra" / f"{job.replace('/', '__')}.npz", history.arrays())
+        save_npz(layout.measured_spectra(level, args.branch), history.arrays())
         for key, entry in result.items():
             if "eigenvalues" in entry:
                 table.add_row(job, key, *(f"{entry['metrics'][m]:.3f}" for m in SHOWN))
     console.print(table)
-    console.print(f"wrote {len(jobs)} file(s) under {run_dir / 'spectra'}")
+    console.print(f"wrote {len(jobs)} file(s) under {layout.measured_spectra_dir}")
     return 0

@@ -1,6 +1,6 @@
 """Time per step and test accuracy of the vision recipes, each run for a bounded number of steps.
 
-    python -m experiments.vision_gpu OUT_DIR [--steps 300] [--levels 1] [--device cuda|cpu]
+    python -m experiments.bench.vision_gpu OUT_DIR [--steps 300] [--levels 1] [--device cuda|cpu]
         [--configs NAME ...] [--data_root data] [--size full|tiny] [--timeout_s 600] [--budget_s S]
         [--threads N]
 
@@ -54,7 +54,7 @@ TINY = {"mnist": {"n_train": 320, "n_test": 64}, "cifar10": {"per_batch": 64, "n
 GRACE_S = 10  # a run past its time limit gets this long to stop after Ctrl-C, then it is killed
 MIN_LIMIT_S = 15  # a run given less time than this could not even start up
 SYNTHETIC_NOTE = "synthetic data: accuracy is chance, time per step is real"
-CHILD = "import sys; from experiments.vision_gpu import child; sys.exit(child(sys.argv[1:]))"
+CHILD = "import sys; from experiments.bench.vision_gpu import child; sys.exit(child(sys.argv[1:]))"
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)  # logs get the whole table
 
@@ -85,7 +85,7 @@ def config_path(name: str) -> Path:
 def make_plan(name: str, steps: int, levels: int, device: str, size: str, run_dir: Path) -> Plan:
     """Read the config and build the bounded `ltc imp` command line (data root added later)."""
     from experiments.config import parse
-    from experiments.recipes.imp import build_parser
+    from experiments.commands.imp import build_parser
 
     path = config_path(name)
     cfg = parse(build_parser(), ["--config", str(path)])
@@ -135,7 +135,7 @@ def child(argv: list[str]) -> int:
     import torch
 
     from experiments.cli import main
-    from experiments.recipes.imp import LightningEnvironment
+    from experiments.commands.imp import LightningEnvironment
 
     stats: dict = {"spectra_s": {}}
     report = LightningEnvironment.report
@@ -246,7 +246,7 @@ def run_config(plan: Plan, root: Path, synthetic: bool, out: Path, device: str, 
 
 
 def cpu_name() -> str:
-    from experiments.recipes.bench import machine
+    from experiments.bench.suite import machine
 
     info = machine()
     return f"{info['cpu']} ({info['cpu_count']} cores)"
@@ -314,7 +314,7 @@ def print_table(result: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.vision_gpu",
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench.vision_gpu",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="output directory")
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps per level")

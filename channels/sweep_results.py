@@ -21,7 +21,7 @@ from channels.compare import jacobian_vs_covariance
 from channels.jacobian import GramAccumulator
 from channels.metrics import spectrum_metrics
 from channels.spectra import load_npz
-from experiments.jacobian_sweep import METRICS, PARTS, SIDES, Pair, ShardState, Sweep
+from channels.sweep import METRICS, PARTS, SIDES, Pair, ShardState, Sweep
 from lth.errors import LTCError
 
 QUANTILES = {"q25": 25, "median": 50, "q75": 75}

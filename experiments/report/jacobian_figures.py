@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.jacobian_results import metric_curves
-from experiments.jacobian_sweep import SIDES, Pair
-from experiments.plotting import plt, save_figure
+from channels.sweep_results import metric_curves
+from channels.sweep import SIDES, Pair
+from experiments.report.plotting import plt, save_figure
 
 CURVES = (
     "effective_rank",

@@ -4,7 +4,7 @@
               [--cases '[masking, covariance]'] [--chunk_sizes '[8, 64]']
 
 Cases (each times its path and its baseline in turn, in the same process):
-- masking: a masked training step vs the dense step vs `torch.nn.utils.prune` (experiments.bench_masking);
+- masking: a masked training step vs the dense step vs `torch.nn.utils.prune` (experiments.bench.masking);
 - covariance: streaming float64 covariance vs stack + torch.cov vs one float64 X^T X (bench_covariance);
 - jacobian: the all-pairs residual Jacobian sweep of a GPT-2-small shape vs a per-pair
   `autograd.functional.jacobian` loop (both EXTRAPOLATED from a measured subset to the full sweep),
@@ -201,7 +201,7 @@ def row(case: str, what: str, ours_s: float, baseline_s: float, ratio: float, me
 
 
 def _masking(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]]]:
-    from experiments.bench_masking import run
+    from experiments.bench.masking import run
 
     z = s.sizes
     figures = run(z.masking_steps, z.masking_rounds, s.device, list(z.masking_shapes))
@@ -220,7 +220,7 @@ def _masking(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]]
 
 
 def _covariance(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]]]:
-    from experiments.bench_covariance import run
+    from experiments.bench.covariance import run
 
     z = s.sizes
     f = run(z.cov_rows, z.cov_dim, z.cov_chunk, z.cov_repeats, device=s.device)
@@ -267,7 +267,7 @@ def _jacobian(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]
 
 def _sweep(model, ids, rows: int, chunk_size: int) -> None:
     from channels.jacobian import iter_sequence_jacobian
-    from experiments.bench_jacobian import SITE_A, SITE_B
+    from experiments.bench.jacobian import SITE_A, SITE_B
 
     for _ in iter_sequence_jacobian(model, ids, SITE_A, SITE_B, targets=[ids.shape[1] - 1],
                                     rows=list(range(rows)), chunk_size=chunk_size):
@@ -293,7 +293,7 @@ def chunk_from_free_memory(model, ids, rows: int, fraction: float = 0.5) -> int:
 
 
 def _jacobian_chunks(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]]]:
-    from experiments.bench_jacobian import gpt2_small
+    from experiments.bench.jacobian import gpt2_small
 
     z = s.sizes
     where = torch.device(s.device)
@@ -331,7 +331,7 @@ def _jacobian_chunks(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], lis
 def _precision(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]]]:
     """Singular values of J(t, t) under float32, TF32 and bf16: time and relative error of the top k."""
     from channels.jacobian import iter_sequence_jacobian
-    from experiments.bench_jacobian import SITE_A, SITE_B, gpt2_small
+    from experiments.bench.jacobian import SITE_A, SITE_B, gpt2_small
 
     z = s.sizes
     where = torch.device(s.device)
@@ -374,7 +374,7 @@ def _precision(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict
 
 
 def _callback(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]]]:
-    from experiments.bench_callback import run
+    from experiments.bench.callback import run
 
     f = run(s.config, s.sizes.train_steps, s.device)
     note = f"{f['measurements']} measurements in {f['steps']} steps"
@@ -392,7 +392,7 @@ def _callback(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]
 
 
 def _end_to_end(s: BenchSettings) -> tuple[dict, Callable[[PeakMemory], list[dict]]]:
-    from experiments.bench_end_to_end import run
+    from experiments.bench.end_to_end import run
 
     f = run(s.config, s.sizes.train_steps, s.device, s.threads or None)
     note = (f"EXTRAPOLATED from {f['measured_jobs']} jobs of {f['steps']} steps ({f['measured_wall_s']:.0f} s) "

@@ -1,7 +1,7 @@
 """Cost of keeping a mask during training: a masked step vs the same step dense vs
 `torch.nn.utils.prune`'s re-parametrisation, timed side by side in one process.
 
-    python -m experiments.bench_masking [--steps 200] [--rounds 7] [--device cpu]
+    python -m experiments.bench.masking [--steps 200] [--rounds 7] [--device cpu]
 
 Each round times all three variants in turn (so load spikes hit them alike); the table reports
 median seconds per step and the ratios to dense. Target: masked <= 1.05x dense.

@@ -2,9 +2,9 @@
 # Residual-stream Jacobians of a GPT-2-small-shaped model on one CUDA GPU, as one prepared script
 # (a few minutes on an H100 / H200, each stage under a time limit):
 #
-#   experiments/gpu_jacobian.sh OUT_DIR
+#   experiments/scripts/gpu_jacobian.sh OUT_DIR
 #
-# 1. experiments.bench_jacobian at context 1024: the all-pairs sweep J(t, s), s <= t, against the
+# 1. experiments.bench.jacobian at context 1024: the all-pairs sweep J(t, s), s <= t, against the
 #    per-pair autograd baseline (extrapolated to the full sweep), the achieved FLOP rate against a
 #    float32 matmul timed in the same run, and matrix-free top-k singular values against exact.
 # 2. `ltc jacobian` on a randomly initialised GPT-2 small saved locally (no download): a short
@@ -17,10 +17,10 @@
 # Needs torch with CUDA, transformers, numpy, rich, matplotlib, pytorch-lightning, safetensors;
 # step 2 also jsonargparse (pure Python: bring its package folders jsonargparse, docstring_parser
 # and typeshed_client, from .venv/lib/python3.11/site-packages/ here, in a folder named by
-# EXTRA_SITE, e.g. EXTRA_SITE=.extra experiments/gpu_jacobian.sh out/). Without it step 2 is
+# EXTRA_SITE, e.g. EXTRA_SITE=.extra experiments/scripts/gpu_jacobian.sh out/). Without it step 2 is
 # skipped with a note.
 set -euo pipefail
-OUT=${1:?usage: experiments/gpu_jacobian.sh OUT_DIR}
+OUT=${1:?usage: experiments/scripts/gpu_jacobian.sh OUT_DIR}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -35,7 +35,7 @@ cat "$OUT/gpu.txt"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
 
 echo "== 1. bench_jacobian, context 1024"
-timeout --signal=INT 240 "$PY" -m experiments.bench_jacobian --device cuda --context 1024 --rows 256 \
+timeout --signal=INT 240 "$PY" -m experiments.bench.jacobian --device cuda --context 1024 --rows 256 \
   --pairs 2 --svd-context 1024 --chunk-size 64 | tee "$OUT/bench.txt" || echo "== bench stopped (exit $?)"
 
 echo "== 2. ltc jacobian on a random GPT-2 small, context 1024"

@@ -9,9 +9,6 @@ as `ltc imp` subprocesses, each on `--threads` torch threads.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,20 +16,20 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
-from experiments.config import default_run_dir, identity, parse
-from experiments.recipes import imp
-from experiments.recipes.report import build_report, group_id, print_verdict
+from experiments.commands.report import print_verdict
+from experiments.config import default_run_dir, experiment_id, imp_parser, parse
+from experiments.launchers import Launch, run_all
+from experiments.report.build import build_report, group_id
+from experiments.runtime import console, quiet_libraries
 from experiments.settings import WandbConfig
 from lth.errors import LTCError
-from lth.rundir import config_hash
+from lth.layout import RunLayout
 
 SEED_KEYS = ("seeds", "data_order_seeds", "workers", "threads", "report", "out")
 
 
 def build_parser() -> ArgumentParser:
-    parser = imp.build_parser()
-    parser.prog = "ltc seeds"
-    parser.description = "IMP with controls over several seeds (and data orders), then the ticket report."
+    parser = imp_parser("ltc seeds", "IMP with controls over several seeds (and data orders), then the ticket report.")
     parser.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="init seeds, one run with controls each")
     parser.add_argument("--data_order_seeds", type=list[int], default=[],
                         help="extra data orders run from each init seed (no controls), for T3's same-init pairs")
@@ -78,75 +75,34 @@ def plan(cfg: Namespace) -> list[PlannedRun]:
                 name = f"seed_{seed}" if order is None else f"seed_{seed}_order_{order}"
                 run_cfg.run_dir = str(Path(cfg.run_dir) / name)
             else:
-                run_cfg.run_dir = str(default_run_dir(run_cfg.experiment, run_cfg))
+                run_cfg.run_dir = str(default_run_dir(run_cfg))
             runs.append(PlannedRun(seed, order, Path(run_cfg.run_dir), run_cfg))
     return runs
 
 
 def _write_config(run: PlannedRun, directory: Path) -> Path:
     path = directory / f"{run.run_dir.name}.yaml"
-    path.write_text(imp.build_parser().dump(run.cfg))
+    path.write_text(imp_parser().dump(run.cfg))
     return path
 
 
-def _run_all(runs: list[PlannedRun], workers: int, threads: int, log_dir: Path) -> None:
-    """Each run's `ltc imp`: in this process one by one (workers = 1), else as subprocesses."""
-    with tempfile.TemporaryDirectory() as tmp:
-        configs = [_write_config(run, Path(tmp)) for run in runs]
-        if workers <= 1:
-            import torch
-
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                for run, config in zip(runs, configs, strict=True):
-                    imp.console.print(f"[bold]ltc seeds[/bold]: {run.label} -> {run.run_dir}")
-                    imp.main(["--config", str(config)])
-            finally:
-                torch.set_num_threads(before)
-            return
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        pending, active = list(zip(runs, configs, strict=True)), []
-        while pending or active:
-            while pending and len(active) < workers:
-                run, config = pending.pop(0)
-                log = log_dir / f"{run.run_dir.name}.log"
-                with open(log, "w") as out:
-                    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "imp", "--config", str(config)],
-                                            stdout=out, stderr=subprocess.STDOUT, env=env)
-                active.append((run, proc, log, time.perf_counter()))
-                imp.console.print(f"[bold]ltc seeds[/bold]: started {run.label} -> {run.run_dir} (log {log})")
-            time.sleep(0.5)
-            for item in list(active):
-                run, proc, log, started = item
-                if proc.poll() is None:
-                    continue
-                active.remove(item)
-                if proc.returncode != 0:
-                    for _, other, _, _ in active:
-                        other.terminate()
-                    last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
-                    raise LTCError(f"the run of {run.label} failed (exit {proc.returncode}): {last[:300]} (see {log})")
-                seconds = time.perf_counter() - started
-                imp.console.print(f"[bold]ltc seeds[/bold]: finished {run.label} in {seconds:.0f} s")
-
-
 def main(argv: list[str]) -> int:
-    imp.quiet_libraries()
+    quiet_libraries()
     cfg = parse(build_parser(), argv)
     if cfg.workers < 1 or cfg.threads < 1:
         raise LTCError("--workers and --threads must be >= 1")
     runs = plan(cfg)
-    seeds_id = group_id(cfg.experiment, [f"{r.cfg.experiment}-{config_hash(identity(r.cfg))}" for r in runs])
-    root = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / seeds_id
-    out = Path(cfg.out) if cfg.out else root / "report"
+    seeds_id = group_id(cfg.experiment, [experiment_id(r.cfg) for r in runs])
+    root = RunLayout(Path(cfg.run_dir) if cfg.run_dir else Path("runs") / seeds_id)
+    out = Path(cfg.out) if cfg.out else root.report.dir
     mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
     started = time.perf_counter()
-    _run_all(runs, cfg.workers, cfg.threads, root / "logs")
-    imp.console.print(f"ltc seeds: {len(runs)} runs done in {time.perf_counter() - started:.0f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        launches = [Launch(run.label, _write_config(run, Path(tmp)), run.run_dir) for run in runs]
+        run_all(launches, cfg.workers, cfg.threads, root.logs, "ltc seeds")
+    console.print(f"ltc seeds: {len(runs)} runs done in {time.perf_counter() - started:.0f} s")
     if cfg.report:
         result = build_report([r.run_dir for r in runs], out, mode)
         print_verdict(result)
-        imp.console.print(f"report: {out / 'index.html'}")
+        console.print(f"report: {out}")
     return 0

@@ -2,27 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from channels.compare import subspace_overlap
 from channels.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors
-from channels.stability import BRANCH as INSTABILITY
 from channels.stability import STABLE_BARRIER, stability_rows
 from channels.tickets import TestResult
-from experiments.plotting import plt, save_figure
-
-LINE_STYLES = {"ticket": ("C0", "o"), "random_reinit": ("C1", "s"), "random_prune": ("C2", "^"),
-               "shuffle": ("C3", "v"), "rotated": ("C4", "D")}
-
-
-@dataclass
-class Figure:
-    name: str
-    path: Path
-    caption: str
+from experiments.report.document import Figure
+from experiments.report.plotting import plt, save_figure
+from lth.branches import BRANCHES, style
+from lth.layout import ReportFiles
 
 
 def _remaining_axis(ax) -> None:
@@ -34,8 +25,9 @@ def _remaining_axis(ax) -> None:
 
 
 def _lines(runs: Sequence[RunData]) -> list[str]:
-    names = sorted({b for run in runs for b in run.branches if b != INSTABILITY})  # a copy of the ticket
-    return ["ticket", *names]
+    """The ticket line, then its controls and secondary lines (the instability copy is not drawn)."""
+    drawn = {name for name, b in BRANCHES.items() if b.is_control or b.is_line}
+    return ["ticket", *sorted({b for run in runs for b in run.branches if b in drawn})]
 
 
 def accuracy_figure(runs: Sequence[RunData], path: Path, metric: str = "test/acc") -> Figure:
@@ -52,11 +44,10 @@ def accuracy_figure(runs: Sequence[RunData], path: Path, metric: str = "test/acc
         x = np.array([np.mean([d for d, _ in by_level[lvl]]) for lvl in levels])
         acc = [np.array([a for _, a in by_level[lvl]]) for lvl in levels]
         mean = np.array([a.mean() for a in acc])
-        color, marker = LINE_STYLES.get(line, ("C5", "x"))
+        look = style(line)
         n = max(len(a) for a in acc)
-        ax.plot(x, mean, marker=marker, color=color, label=f"{line} (n={n})",
-                linestyle="-" if line in ("ticket", "rotated") else "none")
-        ax.fill_between(x, [a.min() for a in acc], [a.max() for a in acc], color=color, alpha=0.2)
+        ax.plot(x, mean, marker=look.marker, color=look.color, label=f"{line} (n={n})", linestyle=look.linestyle)
+        ax.fill_between(x, [a.min() for a in acc], [a.max() for a in acc], color=look.color, alpha=0.2)
     _remaining_axis(ax)
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
@@ -105,11 +96,11 @@ def signature_figure(t1: TestResult, path: Path) -> Figure | None:
     for col, key in enumerate(keys):
         for line in sorted({r["line"] for r in rows}):
             pick = sorted((r for r in rows if r["spectrum"] == key and r["line"] == line), key=lambda r: -r["density"])
-            color, marker = LINE_STYLES.get(line, ("C5", "x"))
+            look = style(line)
             x = [100 * r["density"] for r in pick]
             for row, metric in enumerate(("effective_rank", "top1_share")):
-                axes[row][col].plot(x, [r[metric] for r in pick], marker=marker, color=color, label=line,
-                                    linestyle="-" if line == "ticket" else "none")
+                axes[row][col].plot(x, [r[metric] for r in pick], marker=look.marker, color=look.color, label=line,
+                                    linestyle=look.linestyle)
         for row, metric in enumerate(("effective rank", "top-1 share")):
             ax = axes[row][col]
             _remaining_axis(ax)
@@ -234,14 +225,14 @@ def instability_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
                   "error along the line between them (right).")
 
 
-def all_figures(runs: Sequence[RunData], results: Sequence[TestResult], directory: Path) -> list[Figure]:
-    """Every figure the runs allow, written into `directory`."""
+def all_figures(runs: Sequence[RunData], results: Sequence[TestResult], files: ReportFiles) -> list[Figure]:
+    """Every figure the runs allow, written into the report's figures folder."""
     by_test = {r.test: r for r in results}
-    made = [accuracy_figure(runs, directory / "accuracy.png"),
-            spectra_figure(runs, directory / "spectra.png"),
-            signature_figure(by_test["T1"], directory / "signature.png"),
-            level_overlap_figure(runs, directory / "level_overlap.png"),
-            pair_figure(by_test["T3"], directory / "pairs.png"),
-            localisation_figure(by_test["T4"], directory / "localisation.png"),
-            instability_figure(runs, directory / "instability.png")]
+    made = [accuracy_figure(runs, files.figure("accuracy")),
+            spectra_figure(runs, files.figure("spectra")),
+            signature_figure(by_test["T1"], files.figure("signature")),
+            level_overlap_figure(runs, files.figure("level_overlap")),
+            pair_figure(by_test["T3"], files.figure("pairs")),
+            localisation_figure(by_test["T4"], files.figure("localisation")),
+            instability_figure(runs, files.figure("instability"))]
     return [f for f in made if f is not None]

@@ -1,6 +1,6 @@
 """End-to-end time of the default experiment (`make run`), measured on a reduced run and EXTRAPOLATED.
 
-    python -m experiments.bench_end_to_end [--max_steps N] [--device cuda] [--threads 1]
+    python -m experiments.bench.end_to_end [--max_steps N] [--device cuda] [--threads 1]
 
 The default experiment (configs/mnist1d_imp.yaml) is 15 trainings of 3000 steps: levels 0..5,
 three controls at levels 2 and 5, and the instability copy at levels 0, 2 and 5. This runs `ltc imp` as a subprocess on the same config reduced
@@ -33,7 +33,7 @@ REDUCED = ["--imp.levels", "1", "--imp.branch_levels", "[1]", "--imp.branches", 
 def default_jobs(config: str) -> tuple[int, int, int]:
     """(trainings, steps per training, rewind step) of `config` as written: main levels plus controls."""
     from experiments.config import parse
-    from experiments.recipes.imp import build_parser
+    from experiments.commands.imp import build_parser
 
     cfg = parse(build_parser(), ["--config", config])
     branch_levels = cfg.imp.branch_levels or list(range(1, cfg.imp.levels + 1))

@@ -1,11 +1,11 @@
 """Benchmark: residual-stream Jacobians of a GPT-2-small-shaped model, side by side in one process.
 
-    python -m experiments.bench_jacobian [--context 128] [--quick] [--device cuda] [--threads 1]
+    python -m experiments.bench.jacobian [--context 128] [--quick] [--device cuda] [--threads 1]
 
 On a CPU shared with other jobs, ``--threads 1`` avoids OpenMP stalls that were measured to
 slow both sides 3-10x on 2 busy cores (ratios stay comparable, absolute times do not).
 On a GPU: ``--device cuda --context 1024 --svd-context 1024 --rows 256 --chunk-size 64``;
-``experiments/gpu_jacobian.sh OUT_DIR`` runs that (with --pairs 2), then a short `ltc jacobian` sweep.
+``experiments/scripts/gpu_jacobian.sh OUT_DIR`` runs that (with --pairs 2), then a short `ltc jacobian` sweep.
 
 Model: 12 layers, 768 wide, 12 heads, random weights, eager attention, float32, eval mode.
 J(t, s) = d resid_post.11[t] / d resid_pre.0[s] (768 x 768 blocks).

@@ -2,7 +2,7 @@
 # The benchmark suite (`ltc bench`) on one CUDA GPU, as one prepared script: two stages under time
 # limits of 210 s and 60 s, so at most about 5 minutes on an H100 / H200 (estimated, not yet run).
 #
-#   experiments/gpu_bench.sh OUT_DIR
+#   experiments/scripts/gpu_bench.sh OUT_DIR
 #
 # Writes into OUT_DIR:
 #   gpu.txt                        nvidia-smi and torch's view of the device
@@ -19,11 +19,11 @@
 # matplotlib); without them they are skipped, with a note in log.txt. They are pure Python: to
 # bring them, put their package folders (jsonargparse, docstring_parser, typeshed_client,
 # mnist1d; they are under .venv/lib/python3.11/site-packages/ here) in a folder named by
-# EXTRA_SITE, e.g. EXTRA_SITE=.venv/lib/python3.11/site-packages experiments/gpu_bench.sh out/
+# EXTRA_SITE, e.g. EXTRA_SITE=.venv/lib/python3.11/site-packages experiments/scripts/gpu_bench.sh out/
 #
 # Rehearse the script on a CPU machine (no GPU time spent): BENCH_DEVICE=cpu BENCH_SIZE=tiny.
 set -euo pipefail
-OUT=${1:?usage: experiments/gpu_bench.sh OUT_DIR}
+OUT=${1:?usage: experiments/scripts/gpu_bench.sh OUT_DIR}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -56,7 +56,7 @@ suite() {  # suite NAME LIMIT_S TF32 CASES
 import sys
 from pathlib import Path
 
-from experiments.recipes.bench import BenchSettings, markdown_table, print_table, run_suite, write_text
+from experiments.bench.suite import BenchSettings, markdown_table, print_table, run_suite, write_text
 
 out, tf32, cases, device, size = Path(sys.argv[1]), sys.argv[2] == "1", tuple(sys.argv[3].split(",")), *sys.argv[4:]
 settings = BenchSettings(size=size, device=device, threads=0, cases=cases, tf32=tf32)

@@ -1,6 +1,6 @@
 """SpectraCallback's share of training time on the default experiment, at its default cadence.
 
-    python -m experiments.bench_callback [--max_steps N] [--device cuda]
+    python -m experiments.bench.callback [--max_steps N] [--device cuda]
 
 After a short untimed warm-up training, trains level 0 of the default experiment (configs/mnist1d_imp.yaml: MLP on MNIST-1D, spectra at
 two sites plus one Jacobian Gram every 500 steps) twice through the IMP driver, side by side in
@@ -42,7 +42,7 @@ def level_zero_args(config: str, run_dir: Path, max_steps: int | None, device: s
 def _train_level_zero(args: list[str]) -> tuple[float, int, float, int]:
     """(train seconds, steps, callback seconds, measurements) of one level-0 training."""
     from experiments.config import parse
-    from experiments.recipes.imp import LightningEnvironment, build_parser, quiet_libraries
+    from experiments.commands.imp import LightningEnvironment, build_parser, quiet_libraries
     from lth.imp import ImpConfig, IMPDriver
 
     class Recording(LightningEnvironment):
@@ -71,7 +71,7 @@ def _train_level_zero(args: list[str]) -> tuple[float, int, float, int]:
 def run(config: str = DEFAULT_CONFIG, max_steps: int | None = None, device: str = "cpu") -> dict:
     """Level 0 with and without the callback; `max_steps` None = the config's own length."""
     from experiments.config import parse
-    from experiments.recipes.imp import build_parser
+    from experiments.commands.imp import build_parser
 
     defaults = parse(build_parser(), ["--config", config])
     every, default_steps = defaults.spectra.every_n_steps, defaults.trainer.max_steps

@@ -1,0 +1,69 @@
+"""Spectrum keys: the one builder and parser of the names spectra are stored and logged under.
+
+A spectrum is named by where its eigenvectors live and what it is the spectrum of:
+
+    <site>/cov          the activation covariance at a site
+    <a>-><b>/jac        the Jacobian Gram E[J^T J] of J = d b / d a (eigenvectors at site a)
+    <a>/jac_vs_cov      the comparison of the two at site a (metrics only)
+
+In a spectra file (`spectra.npz`) each key holds `<key>/eigenvalues` (one row per measurement),
+`<key>/eigenvectors` (the last measurement's top k, as columns) and `<key>/<metric>` per
+measurement, beside `steps`. W&B scalars are `spectra/<key>/<metric>` (`overlap/<key>/<metric>`
+for comparisons).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+COV, JAC, JAC_VS_COV = "cov", "jac", "jac_vs_cov"
+KINDS = (COV, JAC, JAC_VS_COV)
+EIGENVALUES, EIGENVECTORS, STEPS = "eigenvalues", "eigenvectors", "steps"
+
+
+@dataclass(frozen=True)
+class SpectrumKey:
+    """What a spectrum is of: `kind` at `site` (a Jacobian's source), `target` b of a Jacobian."""
+
+    kind: str
+    site: str
+    target: str | None = None
+
+    def __str__(self) -> str:
+        where = self.site if self.target is None else f"{self.site}->{self.target}"
+        return f"{where}/{self.kind}"
+
+    @classmethod
+    def parse(cls, name: str) -> SpectrumKey:
+        """The inverse of `str()`: `act.0/cov`, `act.0->act.1/jac`, `act.0/jac_vs_cov`."""
+        where, _, kind = name.rpartition("/")
+        if kind not in KINDS or not where:
+            raise ValueError(f"{name!r} is not a spectrum key (<site>/cov, <a>-><b>/jac, <a>/jac_vs_cov)")
+        site, arrow, target = where.partition("->")
+        return cls(kind, site, target if arrow else None)
+
+    def field(self, what: str) -> str:
+        """A spectra-file field of this key: `eigenvalues`, `eigenvectors` or a metric."""
+        return f"{self}/{what}"
+
+    def wandb(self, metric: str) -> str:
+        """The W&B scalar of one metric."""
+        return f"{'overlap' if self.kind == JAC_VS_COV else 'spectra'}/{self}/{metric}"
+
+
+def cov_key(site: str) -> SpectrumKey:
+    return SpectrumKey(COV, site)
+
+
+def jac_key(a: str, b: str) -> SpectrumKey:
+    return SpectrumKey(JAC, a, b)
+
+
+def comparison_key(site: str) -> SpectrumKey:
+    return SpectrumKey(JAC_VS_COV, site)
+
+
+def stored_keys(fields: Iterable[str]) -> list[SpectrumKey]:
+    """The spectra (keys with eigenvalues) among a spectra file's fields, in file order."""
+    suffix = f"/{EIGENVALUES}"
+    return [SpectrumKey.parse(f[: -len(suffix)]) for f in fields if f.endswith(suffix)]

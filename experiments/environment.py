@@ -1,0 +1,146 @@
+"""The environment that binds Lightning and W&B to the IMP driver (`lth.driver.Environment`).
+
+It builds, from a parsed recipe, what the driver asks for: fresh tasks, the datamodule, the
+trainer's arguments, each job's extra callbacks (the SpectraCallback) and logger (one W&B run
+per job), the rotation of the rotated line, and the test error of the instability branch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from jsonargparse import ArgumentParser, Namespace
+from pytorch_lightning.utilities import move_data_to_device
+
+from channels.callback import SpectraCallback
+from channels.spectra import SpectraConfig
+from experiments.config import instantiate
+from experiments.runtime import console
+from experiments.settings import WandbConfig
+from experiments.tasks.base import Task
+from lth.connectivity import has_batchnorm, recompute_batchnorm_statistics
+from lth.data_order import step_indexed_loader
+from lth.driver import Job, is_global_zero
+from lth.errors import LTCError
+
+BN_BATCHES = 30  # training batches that re-estimate BatchNorm statistics at each point of an instability line
+
+
+class LightningEnvironment:
+    """Builds tasks, loggers and callbacks for `IMPDriver` from a parsed config."""
+
+    def __init__(self, parser: ArgumentParser, cfg: Namespace, run_dir: Path, experiment_id: str) -> None:
+        self.cfg, self.run_dir, self.experiment_id = cfg, run_dir, experiment_id
+        self.seed = cfg.seed_everything
+        self.data_order_seed = cfg.seed_everything if cfg.data_order_seed is None else cfg.data_order_seed
+        built = instantiate(parser, cfg)
+        self.datamodule: pl.LightningDataModule = built.data
+        self.trainer_kwargs = built.trainer.kwargs()
+        self.wandb: WandbConfig = built.wandb
+        self.wandb_mode = self.wandb.resolved_mode()
+        self.spectra: SpectraConfig = built.spectra
+        self.spectra.validate()
+        self._spectra: SpectraCallback | None = None
+        self._task_parser = ArgumentParser(exit_on_error=False)
+        self._task_parser.add_subclass_arguments(Task, "model")
+        if self.wandb_mode == "online":
+            check_wandb_credentials()
+        elif self.wandb_mode == "offline":
+            # wandb's own settings follow the environment: without this, offline runs still try to
+            # send wandb's telemetry to its server
+            os.environ["WANDB_MODE"] = "offline"
+
+    def check(self) -> None:
+        """Fail before the run dir is touched on what would otherwise fail mid-level: missing data,
+        unknown spectra sites."""
+        self.datamodule.setup("fit")
+        if self.spectra.enabled:
+            from channels.sites import resolve_sites
+
+            pairs = [site for pair in self.spectra.pairs() for site in pair]
+            resolve_sites(self.make_task().net, [*self.spectra.sites, *pairs])
+
+    def make_task(self) -> Task:
+        return self._task_parser.instantiate(Namespace(model=self.cfg.model)).model
+
+    def make_callbacks(self, job: Job) -> list[pl.Callback]:
+        if not self.spectra.enabled or not (self.spectra.sites or self.spectra.jacobians):
+            return []
+        probe = probe_inputs(self.datamodule, self.spectra.probe_size)
+        self._spectra = SpectraCallback(self.spectra, probe, out_path=job.files.spectra)
+        return [self._spectra]
+
+    def rotate(self, net, generator: torch.Generator) -> None:
+        from lth.rotation import rotate_residual_basis
+
+        if type(net).__name__ != "GPT2LMHeadModel":
+            raise LTCError(f"imp.rotation needs a GPT-2 language model, got {type(net).__name__}")
+        rotate_residual_basis(net, generator)
+
+    def test_error(self, task: Task, device: torch.device) -> float:
+        """1 - test accuracy of the task's net; BatchNorm statistics are first recomputed on
+        BN_BATCHES training batches of a fixed order (interpolated running statistics are not
+        those of the interpolated net)."""
+        if has_batchnorm(task.net):
+            torch.manual_seed(self.seed)  # the augmentation draws of these batches
+            self.datamodule.setup("fit")
+            loader, _ = step_indexed_loader(self.datamodule.train_dataloader(), self.data_order_seed, BN_BATCHES)
+            task.to(device)
+            recompute_batchnorm_statistics(task.net, (move_data_to_device(batch[0], device) for batch in loader))
+        self.datamodule.setup("test")
+        return task.error_rate(self.datamodule.test_dataloader(), device)
+
+    def make_logger(self, job: Job):
+        if self.wandb_mode == "disabled":
+            return None
+        from pytorch_lightning.loggers import WandbLogger
+
+        return WandbLogger(
+            project=self.wandb.project, entity=self.wandb.entity, group=self.experiment_id,
+            job_type="level" if job.branch is None else f"branch:{job.branch}",
+            name=f"{self.experiment_id}/{job.name}", save_dir=str(self.run_dir), mode=self.wandb_mode,
+            tags=list(self.wandb.tags), config={"job": job.name, **self.cfg.clone().as_dict()},
+        )
+
+    def finish_logger(self, logger) -> None:
+        import wandb
+
+        wandb.finish()
+
+    def report(self, job: Job, metrics: dict, skipped: bool) -> None:
+        if not is_global_zero():
+            return
+        acc = metrics["test"].get("test/acc", float("nan"))
+        note = "done earlier" if skipped else f"{metrics['train_time_s']:.1f} s"
+        if not skipped and self._spectra is not None:
+            note += f", spectra {self._spectra.seconds:.1f} s"
+            self._spectra = None
+        stability = metrics.get("instability")
+        if stability is not None:
+            note += (f"; error barrier {100 * stability['barrier_vs_mean']:.2f} points between the copies "
+                     f"(test error {stability['error_a']:.4f} / {stability['error_b']:.4f})")
+        console.print(f"[bold]{job.name:<26}[/bold] {100 * metrics['density']:6.2f}% remaining   "
+                      f"test acc {acc:.4f}   ({note})")
+
+
+def check_wandb_credentials() -> None:
+    """Online W&B needs an API key; without one (and no terminal to ask) say so in one line."""
+    import wandb
+
+    try:
+        wandb.login(verify=False)
+    except wandb.errors.UsageError as exc:
+        raise LTCError(f"wandb.mode=online needs W&B credentials ({exc}); run `wandb login` or set "
+                       "WANDB_API_KEY, or use --wandb.mode offline and `wandb sync` later") from exc
+
+
+def probe_inputs(datamodule: pl.LightningDataModule, n: int):
+    """The datamodule's fixed probe batch (`probe_inputs(n)`), or the first n validation inputs."""
+    if hasattr(datamodule, "probe_inputs"):
+        return datamodule.probe_inputs(n)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return inputs[:n]

@@ -1,0 +1,80 @@
+"""`build_report`: the ticket tests on finished run directories, written as a report directory
+(`lth.layout.ReportFiles`: verdict.json, report.md, index.html, figures/) and a W&B summary run."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from channels.rundata import RunData, load_run
+from channels.stability import stability_rows, stability_summary
+from channels.tickets import run_tests, verdict
+from experiments.config import experiment_id, load_run_config
+from experiments.report.document import write_document
+from experiments.report.figures import all_figures
+from experiments.report.probe import ProbeActivations
+from experiments.report.verdict import verdict_document
+from experiments.report.wandb_summary import log_summary_run
+from lth import rundir
+from lth.errors import LTCError
+from lth.layout import ReportFiles, RunLayout
+from lth.rundir import config_hash
+
+
+def run_experiment_id(run: RunData) -> str:
+    """The experiment id `ltc imp` gave the run (its W&B group), or the dir name."""
+    try:
+        return experiment_id(load_run_config(run.dir))
+    except LTCError:
+        return run.dir.name
+
+
+def group_id(experiment: str, run_ids: list[str]) -> str:
+    """The W&B group of a report: the run's experiment id, or one id for a set of runs."""
+    return run_ids[0] if len(run_ids) == 1 else f"{experiment}-seeds-{config_hash(sorted(run_ids))}"
+
+
+def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
+    """The runs of one config (other seeds or data orders), each given once."""
+    if not run_dirs:
+        raise LTCError("no run directory given; pass --run_dir DIR [DIR ...]")
+    runs = [load_run(d) for d in run_dirs]
+    names = [set(r.dense.mask) for r in runs]
+    if any(n != names[0] for n in names):
+        raise LTCError("the run directories prune different parameters: pass runs of one config (other seeds only)")
+    seen = {}
+    for run in runs:
+        if (run.seed, run.data_order_seed) in seen:
+            raise LTCError(f"{run.dir} and {seen[(run.seed, run.data_order_seed)]} have the same seed and data order; "
+                           "pass each run once")
+        seen[(run.seed, run.data_order_seed)] = run.dir
+    return runs
+
+
+def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str = "offline",
+                 n_boot: int = 2000) -> dict:
+    """Run the ticket tests on `run_dirs`, write the report into `out` (default <first run>/report),
+    log the W&B summary run unless `wandb_mode` is disabled; returns the verdict dict (also
+    verdict.json)."""
+    if wandb_mode not in ("offline", "online", "disabled"):
+        raise LTCError(f"wandb.mode must be offline, online or disabled, got {wandb_mode!r}")
+    runs = load_runs([Path(d) for d in run_dirs])
+    files = ReportFiles(Path(out)) if out is not None else RunLayout(runs[0].dir).report
+    started = time.perf_counter()
+    results = run_tests(runs, ProbeActivations.for_runs(runs), n_boot)
+    result = verdict(results)
+    result["experiment"] = group_id(runs[0].experiment, [run_experiment_id(r) for r in runs])
+    result["runs"] = [{"dir": str(r.dir), "seed": r.seed, "data_order_seed": r.data_order_seed,
+                       "levels": sorted(r.levels), "branches": sorted(r.branches)} for r in runs]
+    rows = stability_rows(runs)
+    result["stability"] = {"rows": rows, "summary": stability_summary(rows)}
+    figures = all_figures(runs, results, files)
+    result["figures"] = [str(f.path.relative_to(files.dir)) for f in figures]
+    result["seconds"] = time.perf_counter() - started
+    rundir.write_json(files.verdict, result)
+    write_document(verdict_document(result, figures), files)
+    if wandb_mode != "disabled":
+        project = (runs[0].config.get("wandb") or {}).get("project") or "lottery-channels"
+        log_summary_run(result, figures, runs[0].dir, project, wandb_mode)
+    return json.loads(json.dumps(result))

@@ -1,0 +1,106 @@
+"""How tickets are found (`ImpConfig`), and the tags that say which config fields are part of a
+run's identity.
+
+A run directory is named by the hash of its resolved config minus the *run-only* fields: those
+that change how a run is executed or observed, not what it computes (more levels extend a run,
+another device resumes it). Fields are tagged where they are declared:
+
+- `run_only(default)`: never part of the identity;
+- `added(default)`: a field introduced after run directories existed: left out of the identity
+  while it holds its default, so older runs (which lacked it, and behaved as the default says)
+  keep their hash.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from lth.errors import LTCError
+from lth.pruning import check_fraction
+
+RUN_ONLY = "run_only"
+ADDED = "added"
+
+
+def run_only(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING):
+    """A dataclass field left out of the run's identity."""
+    return field(default=default, default_factory=default_factory, metadata={RUN_ONLY: True})
+
+
+def added(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING):
+    """A dataclass field left out of the run's identity while it equals its default."""
+    return field(default=default, default_factory=default_factory, metadata={ADDED: True})
+
+
+def identity_tags(cls: type) -> tuple[list[str], dict[str, object]]:
+    """(run-only field names, {added field name: default}) of a config dataclass."""
+    run, new = [], {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get(RUN_ONLY):
+            run.append(f.name)
+        elif f.metadata.get(ADDED):
+            new[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return run, new
+
+
+@dataclass
+class ImpConfig:
+    """How tickets are found.
+
+    Args:
+        levels: pruning levels after the dense level 0 (the run has levels 0..levels).
+        prune_fraction: fraction of the *remaining* prunable weights removed at each level.
+        rewind_step: k, the optimiser step whose weights survivors are rewound to (0 = init).
+        strategy: `global` (one magnitude threshold across tensors) or `layerwise`.
+        rate_overrides: glob pattern -> rate, pruned layerwise at that rate (e.g. `out.*: 0.1`).
+        include: glob patterns of extra parameters to prune (biases, embeddings...).
+        ignore: glob patterns of default-prunable parameters to leave dense.
+        branches: branches run beside the ticket (`lth.branches`): the controls random_reinit,
+            random_prune, shuffle, and `instability` (a second copy of the level trained with
+            another data order, and the error barrier between the two copies; it runs at level 0 too).
+        branch_levels: levels at which the branches run (default: every pruned level).
+        instability_points: points on the line between the two copies where the error is measured.
+        checkpoint_every_n_steps: how often an unfinished level saves a resumable checkpoint.
+        rotation: also run a whole IMP line on the network with its basis rotated at init
+            (function unchanged; `Environment.rotate`), in `branches/rotated/`.
+    """
+
+    levels: int = run_only(5)
+    prune_fraction: float = 0.2
+    rewind_step: int = 0
+    strategy: str = "global"
+    rate_overrides: dict[str, float] = field(default_factory=dict)
+    include: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    branches: list[str] = run_only(default_factory=lambda: ["random_reinit", "random_prune", "shuffle"])
+    branch_levels: list[int] | None = run_only(None)
+    instability_points: int = 11
+    checkpoint_every_n_steps: int = run_only(200)
+    rotation: bool = False
+
+    def validate(self, max_steps: int) -> None:
+        from lth.branches import BRANCHES
+
+        if self.levels < 0:
+            raise LTCError(f"imp.levels must be >= 0, got {self.levels}")
+        check_fraction(self.prune_fraction, "imp.prune_fraction")
+        if self.strategy not in ("global", "layerwise"):
+            raise LTCError(f"unknown imp.strategy {self.strategy!r}: use global or layerwise")
+        if self.rewind_step < 0:
+            raise LTCError(f"imp.rewind_step must be >= 0, got {self.rewind_step}")
+        if max_steps <= 0:
+            raise LTCError("trainer.max_steps must be set (> 0): IMP levels are measured in optimiser steps")
+        if self.rewind_step > max_steps:
+            raise LTCError(f"imp.rewind_step={self.rewind_step} is beyond the training length "
+                           f"trainer.max_steps={max_steps}; choose a step in [0, {max_steps}]")
+        per_level = [name for name, b in BRANCHES.items() if not b.is_line]
+        unknown = [b for b in self.branches if b not in per_level]
+        if unknown:
+            raise LTCError(f"unknown branch {unknown[0]!r}: use any of {per_level}")
+        bad = [lvl for lvl in self.branch_levels or [] if not 1 <= lvl <= self.levels]
+        if bad:
+            raise LTCError(f"imp.branch_levels {bad} outside the pruned levels 1..{self.levels}")
+        if self.checkpoint_every_n_steps < 1:
+            raise LTCError("imp.checkpoint_every_n_steps must be >= 1")
+        if self.instability_points < 2:
+            raise LTCError(f"imp.instability_points must be >= 2 (both copies), got {self.instability_points}")

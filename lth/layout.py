@@ -1,0 +1,193 @@
+"""The run directory's layout: every path and file name of a run, in one place.
+
+    <run_dir>/                          one IMP experiment (docs/architecture.md, "The run directory")
+      config.yaml                       the resolved config
+      init.safetensors                  theta_0
+      rewind.safetensors                theta_k (absent when k = 0)
+      level_00/ ... level_LL/           the ticket line: one job directory per level
+      branches/<branch>/level_LL/       a branch's jobs (controls, the instability copy)
+      branches/<line>/                  a whole secondary IMP line (the rotated line) laid out like a run
+      report/                           `ltc report` (`ReportFiles`): index.html, report.md, verdict.json, figures/
+      spectra/<job>.npz                 `ltc spectra`: spectra of saved weights
+      wandb/                            offline W&B runs
+      logs/                             `ltc seeds`: one log per subprocess run
+
+    <job_dir>/                          one training
+      mask.safetensors  weights.safetensors  metrics.json  [spectra.npz]  DONE
+      checkpoints/last.ckpt             while the job is unfinished
+
+The writer (`lth.driver`) and every reader (`channels`, `experiments`) go through `RunLayout`;
+no other module spells a name of this tree.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG = "config.yaml"
+INIT = "init.safetensors"
+REWIND = "rewind.safetensors"
+MASK = "mask.safetensors"
+WEIGHTS = "weights.safetensors"
+METRICS = "metrics.json"
+SPECTRA = "spectra.npz"
+DONE = "DONE"
+CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+BRANCHES = "branches"
+REPORT = "report"
+WANDB = "wandb"
+MEASURED_SPECTRA = "spectra"
+LOGS = "logs"
+REPORT_MARKDOWN = "report.md"
+REPORT_HTML = "index.html"
+VERDICT = "verdict.json"
+FIGURES = "figures"
+
+_LEVEL = re.compile(r"^level_(\d+)$")
+
+
+def level_name(level: int) -> str:
+    """`level_03`: the directory (and job) name of a level."""
+    return f"level_{level:02d}"
+
+
+def parse_level(name: str) -> int | None:
+    """The level of a directory named `level_LL`, None for any other name."""
+    match = _LEVEL.match(name)
+    return int(match.group(1)) if match else None
+
+
+def job_name(level: int, branch: str | None = None) -> str:
+    """`level_03` on the ticket line, `<branch>/level_03` on a branch: jobs' names in logs and tables."""
+    return level_name(level) if branch is None else f"{branch}/{level_name(level)}"
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The files of one job directory."""
+
+    dir: Path
+
+    @property
+    def mask(self) -> Path:
+        return self.dir / MASK
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / WEIGHTS
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / METRICS
+
+    @property
+    def spectra(self) -> Path:
+        return self.dir / SPECTRA
+
+    @property
+    def done(self) -> Path:
+        return self.dir / DONE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / CHECKPOINTS / LAST_CHECKPOINT
+
+    def artifacts(self) -> list[str]:
+        """The artifact names a finished job lists in its `DONE` manifest (spectra when measured)."""
+        names = [MASK, WEIGHTS, METRICS]
+        return names + ([SPECTRA] if self.spectra.exists() else [])
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files of a report directory (`<run_dir>/report/` or any `--out`)."""
+
+    dir: Path
+
+    @property
+    def markdown(self) -> Path:
+        return self.dir / REPORT_MARKDOWN
+
+    @property
+    def html(self) -> Path:
+        return self.dir / REPORT_HTML
+
+    @property
+    def verdict(self) -> Path:
+        return self.dir / VERDICT
+
+    @property
+    def figures(self) -> Path:
+        return self.dir / FIGURES
+
+    def figure(self, name: str) -> Path:
+        return self.figures / f"{name}.png"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run directory (or of a secondary line inside it, laid out the same way)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def init(self) -> Path:
+        return self.root / INIT
+
+    @property
+    def rewind(self) -> Path:
+        return self.root / REWIND
+
+    @property
+    def branches(self) -> Path:
+        return self.root / BRANCHES
+
+    @property
+    def report(self) -> ReportFiles:
+        return ReportFiles(self.root / REPORT)
+
+    @property
+    def wandb(self) -> Path:
+        return self.root / WANDB
+
+    @property
+    def logs(self) -> Path:
+        return self.root / LOGS
+
+    def job(self, level: int, branch: str | None = None) -> JobFiles:
+        """A level of the ticket line (branch None) or of a branch."""
+        parent = self.root if branch is None else self.branches / branch
+        return JobFiles(parent / level_name(level))
+
+    def line(self, name: str) -> RunLayout:
+        """A secondary IMP line (`branches/<name>/`), itself laid out like a run."""
+        return RunLayout(self.branches / name)
+
+    @property
+    def measured_spectra_dir(self) -> Path:
+        return self.root / MEASURED_SPECTRA
+
+    def measured_spectra(self, level: int, branch: str | None = None) -> Path:
+        """Where `ltc spectra` writes the spectra of a job's saved weights."""
+        return self.measured_spectra_dir / f"{job_name(level, branch).replace('/', '__')}.npz"
+
+    def level_dirs(self, branch: str | None = None) -> dict[int, Path]:
+        """Every `level_LL` directory of the ticket line or a branch, finished or not, by level."""
+        parent = self.root if branch is None else self.branches / branch
+        if not parent.is_dir():
+            return {}
+        found = {parse_level(p.name): p for p in parent.iterdir() if p.is_dir()}
+        return {level: found[level] for level in sorted(k for k in found if k is not None)}
+
+    def branch_names(self) -> list[str]:
+        """The branch directories present, sorted."""
+        return sorted(p.name for p in self.branches.iterdir() if p.is_dir()) if self.branches.is_dir() else []
