@@ -63,6 +63,17 @@ def comparison_key(site: str) -> SpectrumKey:
     return SpectrumKey(JAC_VS_COV, site)
 
 
+def metric_fields(fields: Iterable[str]) -> list[tuple[SpectrumKey, str]]:
+    """(key, metric) of every per-measurement metric among a spectra file's fields (not the
+    eigenvalues, the eigenvectors or the steps)."""
+    out = []
+    for name in fields:
+        where, _, what = name.rpartition("/")
+        if where and what not in (EIGENVALUES, EIGENVECTORS):
+            out.append((SpectrumKey.parse(where), what))
+    return out
+
+
 def stored_keys(fields: Iterable[str]) -> list[SpectrumKey]:
     """The spectra (keys with eigenvalues) among a spectra file's fields, in file order."""
     suffix = f"/{EIGENVALUES}"

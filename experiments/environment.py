@@ -1,8 +1,9 @@
 """The environment that binds Lightning and W&B to the IMP driver (`lth.driver.Environment`).
 
 It builds, from a parsed recipe, what the driver asks for: fresh tasks, the datamodule, the
-trainer's arguments, each job's extra callbacks (the SpectraCallback) and logger (one W&B run
-per job), the rotation of the rotated line, and the test error of the instability branch.
+trainer's arguments, each job's extra callbacks (the SpectraCallback, the progress bar) and
+logger (one W&B run per job, `experiments.wandb_jobs`), the rotation of the rotated line, and the
+test error of the instability branch; it prints one line per finished job with the experiment's ETA.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ from pytorch_lightning.utilities import move_data_to_device
 
 from channels.callback import SpectraCallback
 from channels.spectra import SpectraConfig
+from experiments import wandb_jobs
 from experiments.config import instantiate
+from experiments.progress import ExperimentClock, JobProgress
 from experiments.runtime import console
 from experiments.settings import WandbConfig
 from experiments.tasks.base import Task
 from lth.connectivity import has_batchnorm, recompute_batchnorm_statistics
 from lth.data_order import step_indexed_loader
-from lth.driver import Job, is_global_zero
+from lth.driver import is_global_zero
 from lth.errors import LTCError
+from lth.jobs import Job
 
 BN_BATCHES = 30  # training batches that re-estimate BatchNorm statistics at each point of an instability line
 
@@ -43,6 +47,7 @@ class LightningEnvironment:
         self.spectra: SpectraConfig = built.spectra
         self.spectra.validate()
         self._spectra: SpectraCallback | None = None
+        self.clock = ExperimentClock()
         self._task_parser = ArgumentParser(exit_on_error=False)
         self._task_parser.add_subclass_arguments(Task, "model")
         if self.wandb_mode == "online":
@@ -69,11 +74,15 @@ class LightningEnvironment:
         return self._task_parser.instantiate(Namespace(model=model)).model
 
     def make_callbacks(self, job: Job) -> list[pl.Callback]:
-        if not self.spectra.enabled or not (self.spectra.sites or self.spectra.jacobians):
-            return []
-        probe = probe_inputs(self.datamodule, self.spectra.probe_size)
-        self._spectra = SpectraCallback(self.spectra, probe, out_path=job.files.spectra)
-        return [self._spectra]
+        self.clock.job_started()
+        callbacks: list[pl.Callback] = []
+        if self.trainer_kwargs.get("enable_progress_bar"):
+            callbacks.append(JobProgress(job, self.clock, console))
+        if self.spectra.enabled and (self.spectra.sites or self.spectra.jacobians):
+            probe = probe_inputs(self.datamodule, self.spectra.probe_size)
+            self._spectra = SpectraCallback(self.spectra, probe, out_path=job.files.spectra)
+            callbacks.append(self._spectra)
+        return callbacks
 
     def rotate(self, net, generator: torch.Generator) -> None:
         from lth.rotation import rotate_residual_basis
@@ -108,18 +117,15 @@ class LightningEnvironment:
     def make_logger(self, job: Job):
         if self.wandb_mode == "disabled":
             return None
-        from pytorch_lightning.loggers import WandbLogger
+        config = wandb_jobs.job_config(job, self.experiment_id, self.seed, self.data_order_seed, self.run_dir,
+                                       self.cfg.clone().as_dict())
+        return wandb_jobs.make_logger(self.wandb, self.wandb_mode, self.experiment_id, job, config, self.run_dir)
 
-        return WandbLogger(
-            project=self.wandb.project, entity=self.wandb.entity, group=self.experiment_id,
-            job_type="level" if job.branch is None else f"branch:{job.branch}",
-            name=f"{self.experiment_id}/{job.name}", save_dir=str(self.run_dir), mode=self.wandb_mode,
-            tags=list(self.wandb.tags), config={"job": job.name, **self.cfg.clone().as_dict()},
-        )
-
-    def finish_logger(self, logger) -> None:
+    def finish_logger(self, logger, job: Job, metrics: dict | None) -> None:
         import wandb
 
+        if metrics is not None and is_global_zero():
+            wandb_jobs.record_finished(logger.experiment, job, metrics, self.experiment_id)
         wandb.finish()
 
     def report(self, job: Job, metrics: dict, skipped: bool) -> None:
@@ -134,8 +140,11 @@ class LightningEnvironment:
         if stability is not None:
             note += (f"; error barrier {100 * stability['barrier_vs_mean']:.2f} points between the copies "
                      f"(test error {stability['error_a']:.4f} / {stability['error_b']:.4f})")
+        self.clock.job_finished(skipped, metrics.get("train_time_s"))
+        eta = "" if job.position is None or job.position.number == job.position.total else \
+            f"   [dim]{job.position.number}/{job.position.total} jobs, {self.clock.eta(job.position)}[/dim]"
         console.print(f"[bold]{job.name:<26}[/bold] {100 * metrics['density']:6.2f}% remaining   "
-                      f"test acc {acc:.4f}   ({note})")
+                      f"test acc {acc:.4f}   ({note}){eta}")
 
 
 def check_wandb_credentials() -> None:

@@ -1,16 +1,24 @@
 """Launchers: run many `ltc imp` recipes (`ltc seeds`, `ltc calibrate`) in this process one by one,
-or as subprocesses N at a time, each held to a number of CPU threads."""
+as subprocesses N at a time (each held to a number of CPU threads), or as cluster jobs through
+any submitit executor (`slurm`; `local` runs them as local processes, which the tests use).
+Each says how far it got: runs done / running / left, with an ETA (`LaunchTally`)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.runtime import console, thread_environment
+from experiments.progress import duration
+from experiments.runtime import console, limit_cpu_threads, thread_environment
 from lth.errors import LTCError
+
+HERE = "here"  # this machine: in this process, or `workers` subprocesses
+POLL_S = 1.0
+EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Interrupt): ")
 
 
 @dataclass
@@ -22,6 +30,38 @@ class Launch:
     run_dir: Path
 
 
+@dataclass
+class LaunchTally:
+    """Runs done / running / left, and when the last will end (mean duration of the finished
+    runs, the running ones in parallel)."""
+
+    total: int
+    prefix: str
+    done: int = 0
+    running: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+    def started(self) -> None:
+        self.running += 1
+
+    def finished(self, seconds: float) -> None:
+        self.running, self.done = max(self.running - 1, 0), self.done + 1
+        self.seconds.append(seconds)
+
+    def line(self, what: str) -> str:
+        left = self.total - self.done - self.running
+        counts = f"{self.done} done, {self.running} running, {left} left of {self.total}"
+        if self.seconds and self.done < self.total:
+            per_run = sum(self.seconds) / len(self.seconds)
+            eta = f"; ETA {duration(per_run * (self.total - self.done) / max(self.running, 1))}"
+        else:
+            eta = ""
+        return f"[bold]{self.prefix}[/bold]: {what} ({counts}{eta})"
+
+    def show(self, what: str) -> None:
+        console.print(self.line(what))
+
+
 def run_in_process(launches: list[Launch], threads: int, prefix: str) -> None:
     """Each launch's `ltc imp` in this process, one after the other, on `threads` torch threads."""
     import torch
@@ -30,10 +70,15 @@ def run_in_process(launches: list[Launch], threads: int, prefix: str) -> None:
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    tally = LaunchTally(len(launches), prefix)
     try:
         for launch in launches:
-            console.print(f"[bold]{prefix}[/bold]: {launch.label} -> {launch.run_dir}")
+            tally.started()
+            tally.show(f"{launch.label} -> {launch.run_dir}")
+            started = time.perf_counter()
             imp.main(["--config", str(launch.config)])
+            tally.finished(time.perf_counter() - started)
+        tally.show("all runs finished")
     finally:
         torch.set_num_threads(before)
 
@@ -44,6 +89,7 @@ def run_subprocesses(launches: list[Launch], workers: int, threads: int, log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **thread_environment(threads)}
     pending, active = list(launches), []
+    tally = LaunchTally(len(launches), prefix)
     while pending or active:
         while pending and len(active) < workers:
             launch = pending.pop(0)
@@ -52,7 +98,8 @@ def run_subprocesses(launches: list[Launch], workers: int, threads: int, log_dir
                 proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "imp", "--config", str(launch.config)],
                                         stdout=out, stderr=subprocess.STDOUT, env=env)
             active.append((launch, proc, log, time.perf_counter()))
-            console.print(f"[bold]{prefix}[/bold]: started {launch.label} -> {launch.run_dir} (log {log})")
+            tally.started()
+            tally.show(f"started {launch.label} -> {launch.run_dir} (log {log})")
         time.sleep(0.5)
         for item in list(active):
             launch, proc, log, started = item
@@ -64,12 +111,80 @@ def run_subprocesses(launches: list[Launch], workers: int, threads: int, log_dir
                     other.terminate()
                 last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
                 raise LTCError(f"the run of {launch.label} failed (exit {proc.returncode}): {last[:300]} (see {log})")
-            console.print(f"[bold]{prefix}[/bold]: finished {launch.label} in {time.perf_counter() - started:.0f} s")
+            tally.finished(time.perf_counter() - started)
+            tally.show(f"finished {launch.label}")
 
 
-def run_all(launches: list[Launch], workers: int, threads: int, log_dir: Path, prefix: str) -> None:
-    """In this process when `workers` is 1, else as subprocesses."""
-    if workers <= 1:
+class ImpJob:
+    """One `ltc imp` run inside a cluster job. submitit pickles the call; on a timeout or a
+    pre-emption it calls `checkpoint` and requeues the same run, which resumes from its files."""
+
+    def __init__(self, config: Path, threads: int) -> None:
+        self.config, self.threads = str(config), threads
+
+    def __call__(self) -> None:
+        from experiments.commands import imp
+
+        limit_cpu_threads(self.threads)
+        imp.main(["--config", self.config])
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self)
+
+
+def run_submitit(launches: list[Launch], executor_name: str, parameters: dict, threads: int, folder: Path,
+                 prefix: str) -> None:
+    """Each launch as a job of submitit's `executor_name` executor (its logs in `folder`), then wait
+    for all of them; a failed run raises (after the others finished) with its error's last line."""
+    try:
+        import submitit
+    except ImportError as exc:
+        raise LTCError("--launcher needs submitit: pip install submitit") from exc
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=executor_name)
+        executor.update_parameters(**{"timeout_min": 24 * 60, "name": prefix.replace(" ", "_"), **parameters})
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise LTCError(f"submitit executor {executor_name!r}: {' '.join(str(exc).split())[:300]}") from exc
+    tally = LaunchTally(len(launches), prefix)
+    jobs = {}
+    for launch in launches:
+        jobs[launch.label] = (launch, executor.submit(ImpJob(launch.config, threads)), time.perf_counter())
+        tally.show(f"submitted {launch.label} -> {launch.run_dir} (job {jobs[launch.label][1].job_id})")
+    waiting, failed, seen = dict(jobs), [], ""
+    while waiting:
+        for label, (launch, job, submitted) in list(waiting.items()):
+            if job.done():
+                del waiting[label]
+                error = job.exception()
+                if error is not None:
+                    failed.append((launch, error, job))
+                tally.finished(time.perf_counter() - submitted)
+        tally.running = sum(1 for _, job, _ in waiting.values() if job.state.upper() == "RUNNING")
+        now = tally.line("waiting for the jobs")
+        if now != seen:
+            console.print(now)
+            seen = now
+        time.sleep(POLL_S if waiting else 0)
+    if failed:
+        launch, error, job = failed[0]
+        raise LTCError(f"{len(failed)} of {len(launches)} runs failed; {launch.label}: {_raised(error)[:300]} "
+                       f"(see {job.paths.stderr})")
+
+
+def _raised(error: Exception) -> str:
+    """The message of the exception a job's traceback ends with (submitit wraps it in its own)."""
+    lines = [line for line in str(error).splitlines() if EXCEPTION_LINE.match(line)]
+    return lines[-1].split(": ", 1)[1].strip() if lines else " ".join(str(error).split())
+
+
+def run_all(launches: list[Launch], workers: int, threads: int, log_dir: Path, prefix: str,
+            launcher: str = HERE, parameters: dict | None = None) -> None:
+    """In this process when `workers` is 1, else as subprocesses; with a submitit `launcher`, as its jobs."""
+    if launcher != HERE:
+        run_submitit(launches, launcher, parameters or {}, threads, log_dir, prefix)
+    elif workers <= 1:
         run_in_process(launches, threads, prefix)
     else:
         run_subprocesses(launches, workers, threads, log_dir, prefix)

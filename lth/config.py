@@ -58,7 +58,9 @@ class ImpConfig:
         branches: branches run beside the ticket (`lth.branches`): the controls random_reinit,
             random_prune, shuffle, and `instability` (a second copy of the level trained with
             another data order, and the error barrier between the two copies; it runs at level 0 too).
-        branch_levels: levels at which the branches run (default: every pruned level).
+        branch_levels: pruned levels at which the branches run (default: every pruned level);
+            negative levels count from the last (-1 = the last level); levels beyond the run's are
+            clipped to the last one (`resolved_branch_levels`), so any `levels` works with a recipe.
         instability_points: points on the line between the two copies where the error is measured.
         checkpoint_every_n_steps: how often an unfinished level saves a resumable checkpoint.
         rotation: also run a whole IMP line on the network with its basis rotated at init
@@ -80,6 +82,22 @@ class ImpConfig:
     rotation: bool = False
     basis_sgd_lr: float = added(0.05)
 
+    def resolved_branch_levels(self) -> tuple[list[int], str | None]:
+        """The pruned levels the branches run at, and a note when `branch_levels` named levels this
+        run lacks (clipped to 1..levels) or none remain."""
+        if self.branch_levels is None:
+            return list(range(1, self.levels + 1)), None
+        wanted = [lvl + self.levels + 1 if lvl < 0 else lvl for lvl in self.branch_levels]
+        if self.levels == 0:
+            resolved = []
+        else:
+            resolved = sorted({min(max(lvl, 1), self.levels) for lvl in wanted})
+        if all(1 <= lvl <= self.levels for lvl in wanted):
+            return resolved, None
+        where = f"levels {resolved}" if resolved else "no pruned level (imp.levels is 0)"
+        return resolved, (f"note: imp.branch_levels {self.branch_levels} reach past the pruned levels "
+                          f"1..{self.levels}; the branches run at {where}")
+
     def validate(self, max_steps: int) -> None:
         from lth.branches import BRANCHES
 
@@ -99,9 +117,9 @@ class ImpConfig:
         unknown = [b for b in self.branches if b not in per_level]
         if unknown:
             raise LTCError(f"unknown branch {unknown[0]!r}: use any of {per_level}")
-        bad = [lvl for lvl in self.branch_levels or [] if not 1 <= lvl <= self.levels]
-        if bad:
-            raise LTCError(f"imp.branch_levels {bad} outside the pruned levels 1..{self.levels}")
+        if 0 in (self.branch_levels or []):
+            raise LTCError("imp.branch_levels holds 0, the dense level: list pruned levels (1, 2, ... or -1 for "
+                           "the last); the branches that belong at level 0 (instability) run there anyway")
         if self.checkpoint_every_n_steps < 1:
             raise LTCError("imp.checkpoint_every_n_steps must be >= 1")
         if self.basis_sgd_lr <= 0:

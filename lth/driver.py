@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -33,7 +32,7 @@ import pytorch_lightning as pl
 import torch
 
 from lth import rundir
-from lth.branches import BRANCHES, Branch, LineBranch
+from lth.branches import Branch, LineBranch
 from lth.branches.base import BranchContext, Finish, JobPlan, State
 from lth.callbacks import (
     AtomicCheckpoint,
@@ -48,8 +47,18 @@ from lth.config import ImpConfig
 from lth.data_order import step_indexed_loader
 from lth.enforce import MaskCallback
 from lth.errors import LTCError
-from lth.layout import CHECKPOINTS, LAST_CHECKPOINT, JobFiles, RunLayout, job_name
-from lth.masks import Mask, apply_mask, density, full_mask, layer_density, load_mask, save_mask, validate_mask
+from lth.jobs import Job, JobCounter, branches_at, job_count, secondary_lines
+from lth.layout import CHECKPOINTS, LAST_CHECKPOINT, JobFiles, RunLayout
+from lth.masks import (
+    Mask,
+    apply_mask,
+    density,
+    full_mask,
+    layer_density,
+    load_mask,
+    save_mask,
+    validate_mask,
+)
 from lth.pruning import magnitude_prune, resolve_rates, select_prunable
 from lth.seeds import generator
 
@@ -63,24 +72,6 @@ def is_global_zero() -> bool:
     torchrun, SLURM): a process with a non-zero rank, local rank or node rank is not rank 0.
     """
     return all(int(os.environ.get(name) or 0) == 0 for name in RANK_VARIABLES)
-
-
-@dataclass
-class Job:
-    """One training run: a level of the ticket line, of a branch, or of a secondary line."""
-
-    level: int
-    branch: str | None
-    files: JobFiles
-    mask: Mask
-
-    @property
-    def dir(self) -> Path:
-        return self.files.dir
-
-    @property
-    def name(self) -> str:
-        return job_name(self.level, self.branch)
 
 
 class Environment(Protocol):
@@ -102,8 +93,9 @@ class Environment(Protocol):
     def make_logger(self, job: Job):
         """A Lightning logger for this job, or None."""
 
-    def finish_logger(self, logger) -> None:
-        """Close the job's logger (one W&B run per job, finished before the next)."""
+    def finish_logger(self, logger, job: Job, metrics: dict | None) -> None:
+        """Close the job's logger (one W&B run per job, finished before the next); `metrics` are
+        the finished job's (its files are written), None when the job failed."""
 
     def report(self, job: Job, metrics: dict, skipped: bool) -> None:
         """Called once per job when it is finished (or found finished)."""
@@ -122,9 +114,12 @@ class Environment(Protocol):
 class IMPDriver:
     """Runs levels 0..L and their branches inside `run_dir`, resuming where it stopped."""
 
-    def __init__(self, run_dir: Path, config: ImpConfig, env: Environment, line: LineBranch | None = None) -> None:
-        """`line` is a secondary IMP line (its jobs are `<line>/level_LL`); None = the ticket line."""
+    def __init__(self, run_dir: Path, config: ImpConfig, env: Environment, line: LineBranch | None = None,
+                 counter: JobCounter | None = None) -> None:
+        """`line` is a secondary IMP line (its jobs are `<line>/level_LL`); None = the ticket line.
+        `counter` numbers the jobs of the whole experiment (a secondary line shares the first's)."""
         self.layout, self.cfg, self.env, self.line = RunLayout(run_dir), config, env, line
+        self.counter = counter
         self.cfg.validate(int(env.trainer_kwargs.get("max_steps") or 0))
         self.net = self.env.make_task().net  # the reference every loaded mask and state is checked against
         self.names = self._prunable_names()  # fails early on patterns that match nothing
@@ -206,30 +201,36 @@ class IMPDriver:
                 if rundir.is_temporary(path):
                     path.unlink()
         self._theta0()
-        branch_levels = self.cfg.branch_levels or list(range(1, self.cfg.levels + 1))
+        if self.counter is None:
+            self.counter = JobCounter(job_count(self.cfg))
         for level in range(self.cfg.levels + 1):
             files = self.layout.job(level)
             if rundir.is_done(files.dir):
-                self._skip(Job(level, self.line_name, files, self._mask(files)))
+                self._skip(self._job(level, self.line_name, files, self._mask(files)))
             else:
                 mask = self._level_mask(level)
                 start = None if level == 0 else apply_mask(self._theta_k(), mask)
-                self._train(Job(level, self.line_name, files, mask), start)
-            for name in self.cfg.branches:
-                branch = BRANCHES[name]
-                if level in branch_levels or (level == 0 and branch.at_dense):
-                    self._run_branch(branch, level)
-        for line in BRANCHES.values():
-            if line.is_line and line.enabled(self.cfg) and self.line is None:
-                line_cfg = dataclasses.replace(self.cfg, rotation=False, branches=[])
-                driver = IMPDriver(self.layout.line(line.name).root, line_cfg, self.env, line=line)
-                self.results.update(driver.run())
+                self._train(self._job(level, self.line_name, files, mask), start)
+            for branch in branches_at(self.cfg, level):
+                self._run_branch(branch, level)
+        for line in secondary_lines(self.cfg) if self.line is None else []:
+            line_cfg = dataclasses.replace(self.cfg, rotation=False, branches=[])
+            driver = IMPDriver(self.layout.line(line.name).root, line_cfg, self.env, line=line, counter=self.counter)
+            self.results.update(driver.run())
         return self.results
+
+    def _job(self, level: int, branch: str | None, files: JobFiles, mask: Mask) -> Job:
+        job = Job(level, branch, files, mask, self.counter.next(self.cfg.levels))
+        if level == 0 and branch == self.line_name:
+            job.run_files["theta_0"] = self.layout.init
+            if self.cfg.rewind_step > 0:
+                job.run_files["theta_k"] = self.layout.rewind
+        return job
 
     def _run_branch(self, branch: Branch, level: int) -> None:
         files = self.layout.job(level, branch.name)
         if rundir.is_done(files.dir):
-            self._skip(Job(level, branch.name, files, self._mask(files)))
+            self._skip(self._job(level, branch.name, files, self._mask(files)))
             return
         ticket_files = self.layout.job(level)
         context = BranchContext(
@@ -240,7 +241,7 @@ class IMPDriver:
             test_error=self.env.test_error, basis_change=self.env.basis_change,
             instability_points=self.cfg.instability_points, sgd_lr=self.cfg.basis_sgd_lr)
         plan = branch.plan(context)
-        self._train(Job(level, branch.name, files, plan.mask), plan.start, data_order_seed=plan.data_order_seed,
+        self._train(self._job(level, branch.name, files, plan.mask), plan.start, data_order_seed=plan.data_order_seed,
                     finish=plan.finish, plan=plan)
 
     def _skip(self, job: Job) -> None:
@@ -280,6 +281,7 @@ class IMPDriver:
         recorder = EvalRecorder()
         callbacks = [*self._callbacks(job), recorder]
         logger = self.env.make_logger(job)
+        finished: dict | None = None
         try:
             if logger is not None:
                 sparsity = {"sparsity/global": 1.0 - density(job.mask)}
@@ -306,27 +308,28 @@ class IMPDriver:
             dm.setup("test")
             tested = trainer.test(task, dataloaders=dm.test_dataloader(), verbose=False)[0]
             extra = {} if finish is None else {job.branch: finish(task, trainer, logger)}
+            metrics = {
+                "job": job.name,
+                "level": job.level,
+                "branch": job.branch,
+                "density": density(job.mask),
+                "layer_density": layer_density(job.mask),
+                "evaluations": recorder.evaluations,
+                "test": {k: float(v) for k, v in tested.items()},
+                "steps": trainer.global_step,
+                "train_time_s": train_time,
+                **extra,
+            }
+            if trainer.is_global_zero:
+                rundir.save_tensors(job.files.weights, task.net.state_dict())
+                rundir.write_json(job.files.metrics, metrics)
+                rundir.mark_done(job.dir, job.files.artifacts())
+                shutil.rmtree(ckpt.parent, ignore_errors=True)
+            trainer.strategy.barrier("level written")  # the other ranks read these files next
+            finished = metrics
         finally:
             if logger is not None:
-                self.env.finish_logger(logger)
-        metrics = {
-            "job": job.name,
-            "level": job.level,
-            "branch": job.branch,
-            "density": density(job.mask),
-            "layer_density": layer_density(job.mask),
-            "evaluations": recorder.evaluations,
-            "test": {k: float(v) for k, v in tested.items()},
-            "steps": trainer.global_step,
-            "train_time_s": train_time,
-            **extra,
-        }
-        if trainer.is_global_zero:
-            rundir.save_tensors(job.files.weights, task.net.state_dict())
-            rundir.write_json(job.files.metrics, metrics)
-            rundir.mark_done(job.dir, job.files.artifacts())
-            shutil.rmtree(ckpt.parent, ignore_errors=True)
-        trainer.strategy.barrier("level written")  # the other ranks read these files next
+                self.env.finish_logger(logger, job, finished)
         self.results[job.name] = metrics
         self.env.report(job, metrics, skipped=False)
 

@@ -10,7 +10,8 @@
       report/                           `ltc report` (`ReportFiles`): index.html, report.md, verdict.json, figures/
       spectra/<job>.npz                 `ltc spectra`: spectra of saved weights
       wandb/                            offline W&B runs
-      logs/                             `ltc seeds`: one log per subprocess run
+      logs/                             `ltc seeds`: one log per subprocess run (submitit/: cluster jobs)
+      LOCK                              while `ltc imp` runs: its owner (`lth.lock`)
 
     <job_dir>/                          one training
       mask.safetensors  weights.safetensors  metrics.json  [spectra.npz]  DONE
@@ -33,6 +34,7 @@ WEIGHTS = "weights.safetensors"
 METRICS = "metrics.json"
 SPECTRA = "spectra.npz"
 DONE = "DONE"
+LOCK = "LOCK"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BRANCHES = "branches"
@@ -40,6 +42,7 @@ REPORT = "report"
 WANDB = "wandb"
 MEASURED_SPECTRA = "spectra"
 LOGS = "logs"
+SUBMITIT = "submitit"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "index.html"
 VERDICT = "verdict.json"
@@ -162,6 +165,15 @@ class RunLayout:
     @property
     def logs(self) -> Path:
         return self.root / LOGS
+
+    @property
+    def submitit(self) -> Path:
+        """`ltc seeds --launcher`: submitit's job folder (pickled calls, job logs) and the recipes."""
+        return self.logs / SUBMITIT
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
 
     def job(self, level: int, branch: str | None = None) -> JobFiles:
         """A level of the ticket line (branch None) or of a branch."""

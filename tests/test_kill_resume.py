@@ -19,6 +19,8 @@ import pytest
 from torch import nn
 
 from lth import rundir
+from lth.layout import RunLayout
+from lth.lock import Owner
 from tests.helpers import write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,6 +234,8 @@ def setup(tmp_path_factory):
 def _killed(wrapper, cfg, run_dir, fault):
     proc = run_ltc(wrapper, ["--config", str(cfg), "--run_dir", str(run_dir)], fault=fault)
     assert proc.returncode == -signal.SIGKILL, f"the fault {fault} never fired: {proc.stderr[-3000:]}"
+    stale = Owner.parse(RunLayout(run_dir).lock.read_text())  # the killed owner's lock stays behind
+    assert stale is not None and not stale.alive(), stale
 
 
 def _exists(run_dir: Path, *rels: str) -> bool:
@@ -271,6 +275,7 @@ def test_killed_at_every_stage_resumes_to_the_uninterrupted_result(setup, tmp_pa
         seen = now
     final = run_ltc(wrapper, ["--config", str(cfg), "--run_dir", str(run)])
     assert final.returncode == 0, final.stderr[-3000:]
+    assert "took over the lock of `ltc imp` (pid" in final.stdout and not RunLayout(run).lock.exists()
     assert finished_files(run).items() >= seen.items()  # finished levels untouched to the end
     for job in ("level_00 ", "level_01 ", "random_prune/level_01 "):
         assert any(line.startswith(job) and "done earlier" in line for line in final.stdout.splitlines()), job

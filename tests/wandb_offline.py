@@ -88,7 +88,8 @@ def _items(items) -> dict:
 
 @dataclass
 class OfflineRun:
-    """What one offline run holds: its identity, config, history rows and final summary."""
+    """What one offline run holds: its identity, config, history rows, final summary, metric
+    definitions (name or glob -> step metric), logged artifacts and saved files."""
 
     file: Path
     run_id: str = ""
@@ -99,6 +100,20 @@ class OfflineRun:
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)
+    artifacts: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def table(self, value: dict) -> tuple[list[str], list[list]]:
+        """(columns, rows) of a logged table, from the reference a history row or the summary holds."""
+        data = json.loads((self.file.parent / "files" / value["path"]).read_text())
+        return data["columns"], data["data"]
+
+
+def _artifact(record) -> dict:
+    return {"name": record.name, "type": record.type, "aliases": sorted(record.aliases),
+            "metadata": json.loads(record.metadata or "{}"),
+            "refs": {entry.path: entry.ref for entry in record.manifest.contents}}
 
 
 def read_run(path: str | Path) -> OfflineRun:
@@ -122,6 +137,12 @@ def read_run(path: str | Path) -> OfflineRun:
             run.summary.update(_items(record.summary.update))
             for item in record.summary.remove:
                 run.summary.pop(_path(item)[0], None)
+        elif kind == "metric":
+            run.metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
+        elif kind == "artifact":
+            run.artifacts.append(_artifact(record.artifact))
+        elif kind == "files":
+            run.files.extend(item.path for item in record.files.files)
     return run
 
 

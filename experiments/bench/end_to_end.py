@@ -2,8 +2,8 @@
 
     python -m experiments.bench.end_to_end [--max_steps N] [--device cuda] [--threads 1]
 
-The default experiment (configs/mnist1d_imp.yaml) is 15 trainings of 3000 steps: levels 0..5,
-three controls at levels 2 and 5, and the instability copy at levels 0, 2 and 5. This runs `ltc imp` as a subprocess on the same config reduced
+The default experiment (configs/mnist1d_imp.yaml) is 11 trainings of 1500 steps: levels 0..5,
+three controls at level 5, and the instability copy at levels 0 and 5. This runs `ltc imp` as a subprocess on the same config reduced
 to three jobs (levels 0 and 1, the random_prune control at level 1), each of the default length
 unless `--max_steps` shortens it, and times every phase from the run directory's files: start-up
 (launch to init.safetensors), each job (previous file to its DONE, of which `train_time_s` in
@@ -32,15 +32,13 @@ REDUCED = ["--imp.levels", "1", "--imp.branch_levels", "[1]", "--imp.branches", 
 
 def default_jobs(config: str) -> tuple[int, int, int]:
     """(trainings, steps per training, rewind step) of `config` as written: main levels plus controls."""
-    from experiments.config import parse
     from experiments.commands.imp import build_parser
+    from experiments.config import parse
+    from lth.config import ImpConfig
+    from lth.jobs import job_count
 
     cfg = parse(build_parser(), ["--config", config])
-    branch_levels = cfg.imp.branch_levels or list(range(1, cfg.imp.levels + 1))
-    lines = 2 if cfg.imp.rotation else 1
-    jobs = lines * (cfg.imp.levels + 1) + len(cfg.imp.branches) * len(branch_levels)
-    jobs += "instability" in cfg.imp.branches  # its copy of the dense level 0
-    return jobs, cfg.trainer.max_steps, cfg.imp.rewind_step
+    return job_count(ImpConfig(**vars(cfg.imp))), cfg.trainer.max_steps, cfg.imp.rewind_step
 
 
 def _launch(argv: list[str], threads: int | None) -> tuple[int, float, int, str]:

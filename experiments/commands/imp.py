@@ -16,15 +16,38 @@ from lth.config import ImpConfig
 from lth.driver import IMPDriver, is_global_zero
 from lth.errors import LTCError
 from lth.layout import RunLayout, job_name
+from lth.lock import RunLock
 
 
 def build_parser() -> ArgumentParser:
     return imp_parser()
 
 
-def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: bool) -> None:
-    """Create the run dir and its config.yaml, refusing one that belongs to another config.
-    Only global rank 0 writes; other ranks of a multi-process run only check."""
+def claim_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: bool) -> RunLock | None:
+    """Create the run dir, take its lock (`lth.lock`: one owner per run dir) and write its
+    config.yaml, refusing one that belongs to another config. Returns the held lock. Only global
+    rank 0 locks and writes; other ranks of a multi-process run only check."""
+    if not is_global_zero():
+        _check_run_dir(run_dir, cfg, parser, force, lock=None)
+        return None
+    lock = RunLock(RunLayout(run_dir).lock)
+    stale = lock.acquire()
+    try:
+        if stale is not None:
+            console.print(f"took over the lock of {stale.describe()}, which is no longer running")
+        lock = _check_run_dir(run_dir, cfg, parser, force, lock)
+        if not os.access(run_dir, os.W_OK):
+            raise LTCError(f"run dir {run_dir} is not writable; pick another --run_dir")
+        rundir.write_text(RunLayout(run_dir).config, parser.dump(cfg, skip_none=False))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: bool,
+                   lock: RunLock | None) -> RunLock | None:
+    """Refuse a run dir of another config (with `force`: move it to DIR.old, locking the new one)."""
     config_path = RunLayout(run_dir).config
     wanted = experiment_id(cfg)
     if config_path.exists():
@@ -33,25 +56,22 @@ def prepare_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force
         except LTCError:
             existing = "unreadable"
         if existing != wanted:
-            if not force or not is_global_zero():
+            if not force or lock is None:
                 raise LTCError(f"{run_dir} holds a run of another config ({existing}, this one {wanted}); "
                                "pick another --run_dir, or pass --force to replace it")
             backup = run_dir.with_name(run_dir.name + ".old")
             shutil.rmtree(backup, ignore_errors=True)
-            run_dir.rename(backup)
+            run_dir.rename(backup)  # the held lock moves with it: lock the new dir, then drop the old one
+            fresh = RunLock(RunLayout(run_dir).lock)
+            fresh.acquire()
+            lock.release()
+            RunLayout(backup).lock.unlink(missing_ok=True)
             console.print(f"--force: moved the old run to {backup}")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not force:
+            return fresh
+    elif run_dir.exists() and not force and any(p.name != RunLayout(run_dir).lock.name for p in run_dir.iterdir()):
         raise LTCError(f"{run_dir} exists, is not empty and has no {config_path.name}; pick another --run_dir "
                        "or pass --force")
-    if not is_global_zero():
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LTCError(f"cannot create the run dir {run_dir} ({exc.strerror}); pick another --run_dir") from exc
-    if not os.access(run_dir, os.W_OK):
-        raise LTCError(f"run dir {run_dir} is not writable; pick another --run_dir")
-    rundir.write_text(config_path, parser.dump(cfg, skip_none=False))
+    return lock
 
 
 def print_table(results: dict[str, dict], levels: int, branches: list[str]) -> None:
@@ -87,15 +107,21 @@ def main(argv: list[str]) -> int:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     imp_cfg = ImpConfig(**vars(cfg.imp))
     imp_cfg.validate(cfg.trainer.max_steps)
+    _, note = imp_cfg.resolved_branch_levels()
     env = LightningEnvironment(parser, cfg, run_dir, experiment_id(cfg))
     driver = IMPDriver(run_dir, imp_cfg, env)
     env.check()
-    prepare_run_dir(run_dir, cfg, parser, cfg.force)
-    if not is_global_zero():
+    lock = claim_run_dir(run_dir, cfg, parser, cfg.force)
+    if lock is None:
         driver.run()
         return 0
-    console.print(f"run dir: {run_dir}   experiment: {env.experiment_id}   W&B: {env.wandb_mode}")
-    results = driver.run()
+    try:
+        console.print(f"run dir: {run_dir}   experiment: {env.experiment_id}   W&B: {env.wandb_mode}")
+        if note:
+            console.print(note)
+        results = driver.run()
+    finally:
+        lock.release()
     print_table(results, imp_cfg.levels, imp_cfg.branches)
     if env.wandb_mode == "offline":
         wandb_dir = RunLayout(run_dir).wandb

@@ -18,14 +18,14 @@ from jsonargparse import ArgumentParser, Namespace
 
 from experiments.commands.report import print_verdict
 from experiments.config import default_run_dir, experiment_id, imp_parser, parse
-from experiments.launchers import Launch, run_all
+from experiments.launchers import HERE, Launch, run_all
 from experiments.report.build import build_report, group_id
 from experiments.runtime import console, quiet_libraries
 from experiments.settings import WandbConfig
 from lth.errors import LTCError
 from lth.layout import RunLayout
 
-SEED_KEYS = ("seeds", "data_order_seeds", "workers", "threads", "report", "out")
+SEED_KEYS = ("seeds", "data_order_seeds", "workers", "threads", "launcher", "executor", "report", "out")
 
 
 def build_parser() -> ArgumentParser:
@@ -36,6 +36,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="runs at once (subprocesses when > 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per run (1 is fastest for small models on shared CPUs)")
+    parser.add_argument("--launcher", type=str, default=HERE,
+                        help="here (this machine: in process, or --workers subprocesses) or a submitit executor: "
+                             "slurm, local, debug (one job per run)")
+    parser.add_argument("--executor", type=dict, default={},
+                        help="submitit parameters of each job, e.g. '{timeout_min: 120, slurm_partition: gpu, "
+                             "gpus_per_node: 1}'")
     parser.add_argument("--report", type=bool, default=True, help="build the report when the runs are done")
     parser.add_argument("--out", type=str | None, default=None,
                         help="report directory (default runs/<experiment>-seeds-<hash8>/report)")
@@ -98,8 +104,12 @@ def main(argv: list[str]) -> int:
     mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        launches = [Launch(run.label, _write_config(run, Path(tmp)), run.run_dir) for run in runs]
-        run_all(launches, cfg.workers, cfg.threads, root.logs, "ltc seeds")
+        # cluster jobs read their recipe later, maybe on another machine: keep it beside their logs
+        recipes = Path(tmp) if cfg.launcher == HERE else root.submitit
+        recipes.mkdir(parents=True, exist_ok=True)
+        launches = [Launch(run.label, _write_config(run, recipes), run.run_dir) for run in runs]
+        log_dir = root.logs if cfg.launcher == HERE else root.submitit
+        run_all(launches, cfg.workers, cfg.threads, log_dir, "ltc seeds", cfg.launcher, cfg.executor)
     console.print(f"ltc seeds: {len(runs)} runs done in {time.perf_counter() - started:.0f} s")
     if cfg.report:
         result = build_report([r.run_dir for r in runs], out, mode)

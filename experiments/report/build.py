@@ -76,5 +76,5 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     write_document(verdict_document(result, figures), files)
     if wandb_mode != "disabled":
         project = (runs[0].config.get("wandb") or {}).get("project") or "lottery-channels"
-        log_summary_run(result, figures, runs[0].dir, project, wandb_mode)
+        log_summary_run(result, figures, runs[0].dir, project, wandb_mode, runs)
     return json.loads(json.dumps(result))

@@ -1,30 +1,74 @@
 """The report's W&B run: one `job_type=summary` run in the experiment's group, with the verdict
-table, the stability table, the figures and the readings in its summary."""
+table, the stability table, the figures and the readings in its summary, and what puts every
+level, branch and seed on one chart: the long spectra table and the metrics table
+(`spectra_table`), and a custom chart over the long table drawn by the shipped Vega-Lite spec
+`spectra_by_level.vl.json` (saved with the run's files).
+
+W&B draws a custom chart from a spec stored in the entity under the chart's name: create it once
+(Custom Charts -> New, paste the spec, save it as `spectra-by-level`); the summary run's panel
+and `ltc workspace` refer to `<entity>/spectra-by-level`.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
+from channels.rundata import RunData
 from experiments.report.document import Figure
-from experiments.report.verdict import STABILITY_HEADERS, VERDICT_HEADERS, stability_table, verdict_rows
+from experiments.report.spectra_table import (
+    CHART_FIELDS,
+    SPEC,
+    SPECTRA_COLUMNS,
+    metrics_table,
+    spectra_rows,
+)
+from experiments.report.verdict import (
+    STABILITY_HEADERS,
+    VERDICT_HEADERS,
+    stability_table,
+    verdict_rows,
+)
+
+CHART = "spectra-by-level"
+SPECTRA_KEY, METRICS_KEY, CHART_KEY = "spectra/long", "metrics/table", "spectra/by_level"
 
 
-def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project: str, mode: str) -> None:
-    """One W&B run (job_type=summary, group = the experiment id) with the verdict table and figures."""
+def chart_id(entity: str | None) -> str:
+    """The custom chart's id in W&B: `<entity>/spectra-by-level` (the bare name without an entity)."""
+    return f"{entity}/{CHART}" if entity else CHART
+
+
+def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project: str, mode: str,
+                    runs: list[RunData]) -> None:
+    """One W&B run (job_type=summary, group = the experiment id) with the verdict table, figures,
+    the long spectra and metrics tables and the spectra-by-level chart."""
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(project=project, group=result["experiment"], job_type="summary", mode=mode,
+    entity = (runs[0].config.get("wandb") or {}).get("entity")
+    run = wandb.init(project=project, entity=entity, group=result["experiment"], job_type="summary", mode=mode,
                      name=f"{result['experiment']}/summary", dir=str(save_dir),
-                     config={"runs": [r["dir"] for r in result["runs"]], "rule": result["rule"]})
+                     config={"runs": [r["dir"] for r in result["runs"]], "rule": result["rule"],
+                             "experiment": runs[0].experiment, "experiment_id": result["experiment"],
+                             "seeds": sorted({r.seed for r in runs})})
     try:
-        payload = {"verdict/table": wandb.Table(columns=VERDICT_HEADERS, data=verdict_rows(result))}
+        rows, kept = spectra_rows(runs, wandb.Table.MAX_ROWS)
+        spectra = wandb.Table(columns=SPECTRA_COLUMNS, data=rows)
+        columns, metric_rows = metrics_table(runs)
+        payload = {"verdict/table": wandb.Table(columns=VERDICT_HEADERS, data=verdict_rows(result)),
+                   SPECTRA_KEY: spectra, METRICS_KEY: wandb.Table(columns=columns, data=metric_rows),
+                   CHART_KEY: wandb.plot_table(chart_id(entity), spectra, CHART_FIELDS,
+                                               {"title": f"{result['experiment']}: final spectra by level"})}
         if result["stability"]["rows"]:
             payload["stability/table"] = wandb.Table(columns=STABILITY_HEADERS, data=stability_table(result))
         payload.update({f"figures/{f.name}": wandb.Image(str(f.path), caption=f.caption) for f in figures})
         run.log(payload)
-        run.summary["verdict"] = result["verdict"]
-        run.summary["score"] = result["score"]
+        spec = Path(run.dir) / SPEC.name  # a copy, not wandb's symlink into this checkout
+        shutil.copyfile(SPEC, spec)
+        run.save(str(spec), base_path=run.dir, policy="now")
+        run.summary.update({"verdict": result["verdict"], "score": result["score"], "spectra/ranks_kept": kept,
+                            "spectra/chart": chart_id(entity), "spectra/chart_spec": SPEC.name})
         for name, test in result["tests"].items():
             run.summary[f"{name}/reading"] = test["reading"]
             if test["effect"] is not None:

@@ -1,0 +1,86 @@
+"""The W&B run of one IMP job, made for comparing jobs: what a dashboard filters, plots and fetches.
+
+- config: the nested recipe plus flat keys (`experiment`, `experiment_id`, `job`, `level`,
+  `branch` (`ticket` on the ticket line), `density`, `seed`, `data_order_seed`, `run_dir`), so a
+  W&B filter or a parallel-coordinates plot reads them directly;
+- metrics: Lightning's (against `trainer/global_step`), and at the end one row of `final/<metric>`
+  (test metrics and the last value of each spectrum metric) defined against `sparsity/remaining`
+  (`define_metric`), so runs of one group line up by sparsity; `level`, `density` and the final
+  spectra metrics land in the summary;
+- artifacts: the job's mask and trained weights, and at a line's dense level theta_0 and theta_k,
+  as references to the run-directory files (`file://`, checksummed, nothing copied), typed
+  (`mask`, `weights`) and aliased by level (`level_03`), logged offline too.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from channels.keys import metric_fields
+from channels.spectra import load_npz
+from experiments.settings import WandbConfig
+from lth.jobs import Job
+from lth.layout import level_name
+from lth.masks import density
+
+TICKET = "ticket"
+REMAINING = "sparsity/remaining"
+
+
+def job_config(job: Job, experiment_id: str, seed: int, data_order_seed: int, run_dir: Path, recipe: dict) -> dict:
+    """The run config: the recipe with the flat keys a dashboard filters and groups by."""
+    return {**recipe, "experiment_id": experiment_id, "job": job.name, "level": job.level,
+            "branch": job.branch or TICKET, "density": density(job.mask), "seed": seed,
+            "data_order_seed": data_order_seed, "run_dir": str(run_dir)}
+
+
+def make_logger(settings: WandbConfig, mode: str, experiment_id: str, job: Job, config: dict, save_dir: Path):
+    """A WandbLogger for one job: group = experiment id, job_type = level or branch:<name>."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    return WandbLogger(project=settings.project, entity=settings.entity, group=experiment_id,
+                       job_type="level" if job.branch is None else f"branch:{job.branch}",
+                       name=f"{experiment_id}/{job.name}", save_dir=str(save_dir), mode=mode,
+                       tags=list(settings.tags), config=config)
+
+
+def final_spectra(path: Path) -> dict[str, float]:
+    """The last measurement of every spectrum metric in a job's spectra file, by W&B name."""
+    if not path.is_file():
+        return {}
+    arrays = load_npz(path)
+    return {key.wandb(metric): float(np.asarray(arrays[key.field(metric)])[-1])
+            for key, metric in metric_fields(arrays)}
+
+
+def record_finished(run, job: Job, metrics: dict, experiment_id: str) -> None:
+    """The final row, the summary and the artifacts of a finished job (its files are written)."""
+    spectra = final_spectra(job.files.spectra)
+    final = {f"final/{name}": value for name, value in {**metrics["test"], **spectra}.items()}
+    for name in final:
+        run.define_metric(name, step_metric=REMAINING)
+    run.log({REMAINING: metrics["density"], "level": job.level, **final})
+    run.summary.update({"level": job.level, "density": metrics["density"], "branch": job.branch or TICKET, **spectra})
+    log_artifacts(run, job, metrics["density"], experiment_id)
+
+
+def artifact_name(experiment_id: str, branch: str | None, what: str) -> str:
+    """`<experiment id>[-<branch>]-<what>`, in the characters W&B allows in artifact names."""
+    name = "-".join(part for part in (experiment_id, branch, what) if part)
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def log_artifacts(run, job: Job, remaining: float, experiment_id: str) -> None:
+    """Mask, trained weights (and theta_0 / theta_k) as reference artifacts aliased by level."""
+    import wandb
+
+    files = {"mask": ("mask", job.files.mask), "weights": ("weights", job.files.weights)}
+    files.update({name: ("weights", path) for name, path in job.run_files.items() if path.is_file()})
+    for what, (kind, path) in files.items():
+        artifact = wandb.Artifact(artifact_name(experiment_id, job.branch, what), type=kind, metadata={
+            "experiment_id": experiment_id, "job": job.name, "level": job.level, "branch": job.branch or TICKET,
+            "density": remaining, "file": str(path)})
+        artifact.add_reference(path.resolve().as_uri(), name=path.name)
+        run.log_artifact(artifact, aliases=[level_name(job.level)])
