@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/mnist1d_imp.yaml
 RUN_DIR ?= runs/mnist1d_imp
 ARGS ?=
+# torch/BLAS threads of `make run`: 1 is fastest for the default MLP on shared cores
+THREADS ?= 1
 
 .PHONY: run test test-slow bench venv clean
 
@@ -18,8 +20,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/ltc imp --config $(CONFIG) --run_dir $(RUN_DIR) $(ARGS)
-	$(VENV)/bin/ltc report --run_dir $(RUN_DIR)
+	OMP_NUM_THREADS=$(THREADS) OPENBLAS_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(VENV)/bin/ltc imp --config $(CONFIG) --run_dir $(RUN_DIR) $(ARGS)
+	OMP_NUM_THREADS=$(THREADS) OPENBLAS_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) \
+		$(VENV)/bin/ltc report --run_dir $(RUN_DIR)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)

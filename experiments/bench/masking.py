@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from experiments.tasks.base import OptimConfig
 from lth.enforce import MaskEnforcer
 from lth.masks import full_mask
 from lth.pruning import default_prunable, magnitude_prune
@@ -45,7 +46,7 @@ def _variant(kind: str, shape, device: str, density: float = 0.2):
         modules = dict(model.named_modules())
         for name in names:
             prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", mask[name].to(device))
-    opt = torch.optim.Adam(opt_params(), lr=1e-3)
+    opt = OptimConfig(optimizer="adam", lr=1e-3).build(list(opt_params()), total_steps=1)  # the tasks' own Adam
     if kind == "masked":
         enforcer = MaskEnforcer(model, mask)
         enforcer.apply_to_weights()
