@@ -33,7 +33,7 @@ def job_config(job: Job, experiment_id: str, seed: int, data_order_seed: int, ru
     """The run config: the recipe with the flat keys a dashboard filters and groups by."""
     return {**recipe, "experiment_id": experiment_id, "job": job.name, "level": job.level,
             "branch": job.branch or TICKET, "density": density(job.mask), "seed": seed,
-            "data_order_seed": data_order_seed, "run_dir": str(run_dir)}
+            "data_order_seed": data_order_seed, "run_dir": str(Path(run_dir).resolve())}
 
 
 def make_logger(settings: WandbConfig, mode: str, experiment_id: str, job: Job, config: dict, save_dir: Path):
