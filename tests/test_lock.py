@@ -76,7 +76,7 @@ def test_second_ltc_imp_on_a_busy_run_dir_exits_2_with_one_line(tmp_path, capsys
         assert snapshot(run) == before
     finally:
         release.touch()
-        out, err = holder.communicate(timeout=300)
+        _, err = holder.communicate(timeout=300)
     assert holder.returncode == 0, err[-3000:]
     assert (run / "level_01" / "DONE").exists() and not RunLayout(run).lock.exists()
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from wandb_offline import read_runs
 
 from channels.keys import stored_keys
 from channels.rundata import load_run
@@ -17,7 +18,6 @@ from experiments.cli import main
 from experiments.report.spectra_table import CHART_FIELDS, SPEC, SPECTRA_COLUMNS
 from experiments.report.workspace import build_workspace
 from lth.masks import density, load_mask
-from wandb_offline import read_runs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = str(REPO / "configs" / "mnist1d_imp.yaml")
