@@ -220,6 +220,7 @@ class IMPDriver:
         return self.results
 
     def _job(self, level: int, branch: str | None, files: JobFiles, mask: Mask) -> Job:
+        """The job, numbered among the experiment's; a line's dense level also completes theta_0/theta_k."""
         job = Job(level, branch, files, mask, self.counter.next(self.cfg.levels))
         if level == 0 and branch == self.line_name:
             job.run_files["theta_0"] = self.layout.init
