@@ -21,11 +21,11 @@ import numpy as np
 from channels.keys import metric_fields
 from channels.spectra import load_npz
 from experiments.settings import WandbConfig
+from lth.branches import TICKET
 from lth.jobs import Job
 from lth.layout import level_name
 from lth.masks import density
 
-TICKET = "ticket"
 REMAINING = "sparsity/remaining"
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from channels.keys import SpectrumKey, metric_fields, stored_keys
 from channels.rundata import RunData, Trained, final_eigenvalues
-from experiments.wandb_jobs import TICKET
+from lth.branches import TICKET
 
 SPEC = Path(__file__).with_name("spectra_by_level.vl.json")
 SPECTRA_COLUMNS = ["experiment", "seed", "data_order_seed", "branch", "level", "density", "site", "kind", "rank",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from lth.branches.base import TICKET_STYLE, Branch, LineBranch, PlotStyle
+from lth.branches.base import TICKET, TICKET_STYLE, Branch, LineBranch, PlotStyle
 
 
 def _discover() -> dict[str, Branch | LineBranch]:
@@ -27,10 +27,10 @@ CONTROLS: tuple[str, ...] = tuple(name for name, b in BRANCHES.items() if b.is_c
 
 def style(line: str) -> PlotStyle:
     """The plot style of `ticket` or of a branch (a neutral one for names no branch has)."""
-    if line == "ticket":
+    if line == TICKET:
         return TICKET_STYLE
     branch = BRANCHES.get(line)
     return branch.style if branch is not None else PlotStyle("C5", "x")
 
 
-__all__ = ["BRANCHES", "CONTROLS", "Branch", "LineBranch", "PlotStyle", "style"]
+__all__ = ["BRANCHES", "CONTROLS", "TICKET", "Branch", "LineBranch", "PlotStyle", "style"]

@@ -31,6 +31,7 @@ class PlotStyle:
     linestyle: str = "none"
 
 
+TICKET = "ticket"  # the ticket line's name where it sits beside branches (tables, figures, W&B)
 TICKET_STYLE = PlotStyle("C0", "o", "-")
 
 
