@@ -40,6 +40,7 @@ REPORT = "report"
 WANDB = "wandb"
 MEASURED_SPECTRA = "spectra"
 LOGS = "logs"
+CALIBRATION = "calibration.json"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "index.html"
 VERDICT = "verdict.json"
@@ -122,6 +123,11 @@ class ReportFiles:
     def figures(self) -> Path:
         return self.dir / FIGURES
 
+    @property
+    def calibration(self) -> Path:
+        """`ltc calibrate`'s confusion matrices (in its report directory)."""
+        return self.dir / CALIBRATION
+
     def figure(self, name: str) -> Path:
         return self.figures / f"{name}.png"
 
@@ -191,3 +197,29 @@ class RunLayout:
     def branch_names(self) -> list[str]:
         """The branch directories present, sorted."""
         return sorted(p.name for p in self.branches.iterdir() if p.is_dir()) if self.branches.is_dir() else []
+
+
+@dataclass(frozen=True)
+class CalibrationLayout:
+    """`ltc calibrate`'s directory: one run directory per planted world and seed, and a report.
+
+        <out>/<world>/seed_<s>/   a run directory (RunLayout)
+        <out>/logs/               subprocess logs
+        <out>/report/             calibration.json, report.md, index.html, figures/
+    """
+
+    root: Path
+
+    def run(self, world: str, seed: int) -> Path:
+        return Path(self.root) / world / f"seed_{seed}"
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.root) / LOGS
+
+    @property
+    def report(self) -> ReportFiles:
+        return ReportFiles(Path(self.root) / REPORT)
+
+
+DEFAULT_CALIBRATION = CalibrationLayout(Path("runs") / "calibration")

@@ -20,7 +20,7 @@ import numpy as np
 
 from channels.sweep_results import metric_curves
 from channels.sweep import SIDES, Pair
-from experiments.report.plotting import plt, save_figure
+from channels.plotting import plt, save_figure
 
 CURVES = (
     "effective_rank",

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from experiments.report.document import Figure
-from experiments.report.verdict import STABILITY_HEADERS, VERDICT_HEADERS, stability_table, verdict_rows
+from experiments.report.verdict import STABILITY_HEADERS, TEST_HEADERS, stability_table, test_rows
 
 
 def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project: str, mode: str) -> None:
@@ -17,19 +17,22 @@ def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project
     run = wandb.init(project=project, group=result["experiment"], job_type="summary", mode=mode,
                      name=f"{result['experiment']}/summary", dir=str(save_dir),
                      config={"runs": [r["dir"] for r in result["runs"]], "rule": result["rule"]})
+    if result.get("calibration"):
+        run.summary["calibration/error_rate"] = result["calibration"]["error_rate"]
     try:
-        payload = {"verdict/table": wandb.Table(columns=VERDICT_HEADERS, data=verdict_rows(result))}
+        payload = {"verdict/table": wandb.Table(columns=TEST_HEADERS, data=test_rows(result))}
         if result["stability"]["rows"]:
             payload["stability/table"] = wandb.Table(columns=STABILITY_HEADERS, data=stability_table(result))
         payload.update({f"figures/{f.name}": wandb.Image(str(f.path), caption=f.caption) for f in figures})
         run.log(payload)
         run.summary["verdict"] = result["verdict"]
-        run.summary["score"] = result["score"]
+        run.summary["verdict_why"] = result["why"]
         for name, test in result["tests"].items():
             run.summary[f"{name}/reading"] = test["reading"]
-            if test["effect"] is not None:
-                run.summary[f"{name}/effect"] = test["effect"]
-            if test["ci"][0] is not None:
-                run.summary[f"{name}/ci_low"], run.summary[f"{name}/ci_high"] = test["ci"]
+            for site, found in test["sites"].items():
+                if found["effect"] is not None:
+                    run.summary[f"{name}/{site}/effect"] = found["effect"]
+                if found["ci"][0] is not None:
+                    run.summary[f"{name}/{site}/ci_low"], run.summary[f"{name}/{site}/ci_high"] = found["ci"]
     finally:
         run.finish()
