@@ -6,11 +6,13 @@ M_ij = y_i . y_j = u_i^T A u_j (independent u_i):
 
     ||J||_F^2     = tr A    ~ (1/m) sum_i M_ii                    (Hutchinson; unbiased)
     ||J J^T||_F^2 = tr A^2  ~ (1/(m(m-1))) sum_{i != j} M_ij^2     (independent pairs; unbiased)
-    participation ratio     = (tr A)^2 / tr A^2                  (`participation_ratio_of`)
+    participation ratio     = (tr A)^2 / tr A^2                  (`participation_ratio_of`,
+                              with (tr A)^2 estimated without bias as f_1^2 - se_1^2; the
+                              ratio keeps a bias of about +(se_2 / tr A^2)^2, a few % at m = 64)
 
-Standard errors: sd(M_ii) / sqrt(m) for the trace; 2 sd(h_i) / sqrt(m) for the pair statistic,
-h_i the mean of M_ij^2 over j != i (its first-order Hoeffding projection); the ratio's by the
-delta method, (se/PR)^2 = (2 se_1 / tr A)^2 + (se_2 / tr A^2)^2 (covariance term left out).
+Standard errors: sd(M_ii) / sqrt(m) for the trace; for the pair statistic the Hoeffding
+variance 4 var(h_i) / m + 2 var(M_ij^2) / (m (m - 1)), h_i the mean of M_ij^2 over j != i; the
+ratio's by the delta method, (se/PR)^2 = (2 se_1 / tr A)^2 + (se_2 / tr A^2)^2 (covariance term left out).
 The same VJPs give unbiased matrices: E[J^T J] ~ (1/m) sum_i y_i y_i^T; J ~ (1/m) U^T Y (the
 token-averaged J of the lens); and with the cotangents split into independent halves, J_1 and
 J_2, E[J_1 X J_2^T] = J X J^T (the output-side Gram, X = I, and the propagated covariance,
@@ -82,10 +84,12 @@ def moments(sketch: Tensor) -> SketchMoments:
     squares = gram**2 - torch.diag_embed(diag**2)
     per_row = squares.sum(2) / (m - 1)  # h_i
     schatten = per_row.mean(1)
-    schatten_se = 2 * per_row.std(1) / m**0.5
+    off = squares[:, ~torch.eye(m, dtype=torch.bool, device=y.device)]  # (n_s, m (m - 1))
+    schatten_se = (4 * per_row.var(1) / m + 2 * off.var(1) / (m * (m - 1))) ** 0.5
     trace, trace_se = trace.cpu().numpy(), trace_se.cpu().numpy()
     schatten, schatten_se = schatten.cpu().numpy(), schatten_se.cpu().numpy()
-    ratio = np.array([participation_ratio_of(f, s) for f, s in zip(trace, schatten)])
+    squared = np.sqrt(np.clip(trace**2 - trace_se**2, 0.0, None))  # (tr A)^2 unbiased
+    ratio = np.array([participation_ratio_of(f, s) for f, s in zip(squared, schatten)])
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.sqrt((2 * trace_se / trace) ** 2 + (schatten_se / schatten) ** 2)
     return SketchMoments(trace, trace_se, schatten, schatten_se, ratio, np.nan_to_num(ratio * rel))
