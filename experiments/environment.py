@@ -62,8 +62,11 @@ class LightningEnvironment:
             pairs = [site for pair in self.spectra.pairs() for site in pair]
             resolve_sites(self.make_task().net, [*self.spectra.sites, *pairs])
 
-    def make_task(self) -> Task:
-        return self._task_parser.instantiate(Namespace(model=self.cfg.model)).model
+    def make_task(self, overrides: dict | None = None) -> Task:
+        model = self.cfg.model.clone()
+        for key, value in (overrides or {}).items():
+            model.init_args[key] = value
+        return self._task_parser.instantiate(Namespace(model=model)).model
 
     def make_callbacks(self, job: Job) -> list[pl.Callback]:
         if not self.spectra.enabled or not (self.spectra.sites or self.spectra.jacobians):
@@ -78,6 +81,16 @@ class LightningEnvironment:
         if type(net).__name__ != "GPT2LMHeadModel":
             raise LTCError(f"imp.rotation needs a GPT-2 language model, got {type(net).__name__}")
         rotate_residual_basis(net, generator)
+
+    def basis_change(self, seed: int):
+        """The residual rotation for a GPT-2, else a rotation of the input space (nets that read
+        their input with a linear layer)."""
+        from lth.basis import InputRotation, ResidualRotation
+
+        net = self.make_task().net
+        if type(net).__name__ == "GPT2LMHeadModel":
+            return ResidualRotation(lambda: self.make_task().net, seed)
+        return InputRotation(net, seed)
 
     def test_error(self, task: Task, device: torch.device) -> float:
         """1 - test accuracy of the task's net; BatchNorm statistics are first recomputed on

@@ -63,6 +63,7 @@ class ImpConfig:
         checkpoint_every_n_steps: how often an unfinished level saves a resumable checkpoint.
         rotation: also run a whole IMP line on the network with its basis rotated at init
             (function unchanged; `Environment.rotate`), in `branches/rotated/`.
+        basis_sgd_lr: learning rate of the `basis_*_sgd` branches (SGD, momentum 0.9).
     """
 
     levels: int = run_only(5)
@@ -77,6 +78,7 @@ class ImpConfig:
     instability_points: int = 11
     checkpoint_every_n_steps: int = run_only(200)
     rotation: bool = False
+    basis_sgd_lr: float = added(0.05)
 
     def validate(self, max_steps: int) -> None:
         from lth.branches import BRANCHES
@@ -102,5 +104,7 @@ class ImpConfig:
             raise LTCError(f"imp.branch_levels {bad} outside the pruned levels 1..{self.levels}")
         if self.checkpoint_every_n_steps < 1:
             raise LTCError("imp.checkpoint_every_n_steps must be >= 1")
+        if self.basis_sgd_lr <= 0:
+            raise LTCError(f"imp.basis_sgd_lr must be positive, got {self.basis_sgd_lr}")
         if self.instability_points < 2:
             raise LTCError(f"imp.instability_points must be >= 2 (both copies), got {self.instability_points}")

@@ -34,7 +34,7 @@ import torch
 
 from lth import rundir
 from lth.branches import BRANCHES, Branch, LineBranch
-from lth.branches.base import BranchContext, Finish, State
+from lth.branches.base import BranchContext, Finish, JobPlan, State
 from lth.callbacks import (
     AtomicCheckpoint,
     DivergenceGuard,
@@ -92,8 +92,9 @@ class Environment(Protocol):
     datamodule: pl.LightningDataModule
     trainer_kwargs: dict
 
-    def make_task(self) -> pl.LightningModule:
-        """A fresh task with a `net` attribute, randomly initialised from the current RNG state."""
+    def make_task(self, overrides: dict | None = None) -> pl.LightningModule:
+        """A fresh task with a `net` attribute, randomly initialised from the current RNG state;
+        `overrides` replace task arguments (optimiser settings) of the recipe."""
 
     def make_callbacks(self, job: Job) -> list[pl.Callback]:
         """Extra callbacks for this job (spectra, progress...)."""
@@ -109,6 +110,9 @@ class Environment(Protocol):
 
     def rotate(self, net: torch.nn.Module, generator: torch.Generator) -> None:
         """Change the net's basis in place without changing its function (the rotated line)."""
+
+    def basis_change(self, seed: int):
+        """A function-preserving random change of the net's basis (`lth.basis`), drawn from `seed`."""
 
     def test_error(self, task: pl.LightningModule, device: torch.device) -> float:
         """Test error (1 - accuracy) of the task's net as loaded, on `device` (the instability
@@ -231,11 +235,13 @@ class IMPDriver:
         context = BranchContext(
             name=branch.name, level=level, seed=self.env.seed, data_order_seed=self.env.data_order_seed,
             ticket=self._mask(ticket_files), theta_k=self._theta_k,
-            ticket_weights=lambda: self._trained(ticket_files), fresh_init=self._fresh_init,
-            test_error=self.env.test_error, instability_points=self.cfg.instability_points)
+            ticket_weights=lambda: self._trained(ticket_files),
+            previous_weights=lambda: self._trained(self.layout.job(level - 1)), fresh_init=self._fresh_init,
+            test_error=self.env.test_error, basis_change=self.env.basis_change,
+            instability_points=self.cfg.instability_points, sgd_lr=self.cfg.basis_sgd_lr)
         plan = branch.plan(context)
         self._train(Job(level, branch.name, files, plan.mask), plan.start, data_order_seed=plan.data_order_seed,
-                    finish=plan.finish)
+                    finish=plan.finish, plan=plan)
 
     def _skip(self, job: Job) -> None:
         rundir.verify_all(job.dir)  # a finished level is trusted only whole
@@ -253,13 +259,16 @@ class IMPDriver:
         return callbacks + self.env.make_callbacks(job)
 
     def _train(self, job: Job, start: State | None, data_order_seed: int | None = None,
-               finish: Finish | None = None) -> None:
+               finish: Finish | None = None, plan: JobPlan | None = None) -> None:
         """Train one job from `start` (None = theta_0) and write its artifacts, `DONE` last.
 
         `data_order_seed` replaces the environment's; `finish(task, trainer, logger)` measures
-        something of the trained job, stored in metrics.json under the branch's name.
+        something of the trained job, stored in metrics.json under the branch's name; a branch's
+        `plan` may replace optimiser settings and prepare the net.
         """
-        task = self.env.make_task()
+        task = self.env.make_task(plan.task_overrides if plan else None)
+        if plan is not None and plan.prepare is not None:
+            plan.prepare(task.net)
         validate_mask(job.mask, task.net)
         task.net.load_state_dict(self._theta0() if start is None else start)
         ckpt = job.files.checkpoint

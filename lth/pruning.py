@@ -152,3 +152,15 @@ def magnitude_prune(
             new_mask[n] = kept[offset : offset + size].reshape(mask[n].shape)
             offset += size
     return {n: new_mask[n] for n in mask}
+
+
+def prune_to_counts(weights: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -> Mask:
+    """One-shot magnitude pruning to another mask's per-tensor counts: in each tensor of `like`,
+    keep the `like[name].sum()` entries of largest |w| (ties broken by position, as in
+    `magnitude_prune`), so two masks can be compared at exactly matched per-layer sparsity."""
+    out: Mask = {}
+    for name, m in like.items():
+        scores = weights[name].detach().abs().cpu()
+        alive = torch.ones_like(m, dtype=torch.bool, device="cpu")
+        out[name] = _prune_smallest(scores, alive, m.numel() - int(m.sum()))
+    return out

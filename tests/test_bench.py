@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import bench_jacobian
-from experiments.bench_callback import measurement_count
-from experiments.bench_end_to_end import default_jobs
+from experiments.bench import jacobian as bench_jacobian
+from experiments.bench.callback import measurement_count
+from experiments.bench.end_to_end import default_jobs
+from experiments.bench.suite import CASES, CPU_CASES, CUDA_CASES, PeakMemory
+from experiments.bench.tables import markdown_table
 from experiments.cli import main
-from experiments.recipes.bench import CPU_CASES, PeakMemory, limit_cpu_threads, markdown_table
+from experiments.runtime import limit_cpu_threads
 from tests.helpers import write_config
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -78,6 +80,13 @@ def test_markdown_table_has_one_line_per_row(tiny_result):
     text = markdown_table(tiny_result)
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(tiny_result["rows"])
+
+
+def test_every_case_of_either_device_is_registered_and_loads():
+    """The CUDA-only case never runs here: at least its registry entry must name a real function."""
+    assert set(CPU_CASES) <= set(CUDA_CASES) == set(CASES)
+    for name in CUDA_CASES:
+        assert callable(CASES[name].load()), name
 
 
 def test_peak_memory_sees_a_large_temporary_allocation():

@@ -1,4 +1,4 @@
-"""experiments.vision_gpu on the CPU at tiny size: its table agrees with the run directories."""
+"""experiments.bench.vision_gpu on the CPU at tiny size: its table agrees with the run directories."""
 import json
 import math
 from pathlib import Path
@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments.bench.vision_gpu import main
 from experiments.data.synthetic_vision import MARKER, is_synthetic, write_mnist
-from experiments.vision_gpu import main
+from lth.layout import RunLayout
 
 
 def test_tiny_cpu_run_reports_what_the_run_dirs_say(tmp_path, capsys):
@@ -33,8 +34,7 @@ def test_tiny_cpu_run_reports_what_the_run_dirs_say(tmp_path, capsys):
         assert is_synthetic(out / "synthetic_data" / "tiny" / folder)
         assert [lv["level"] for lv in row["levels"]] == [0, 1]
         for lv in row["levels"]:
-            level_dir = out / "runs" / name / f"level_{lv['level']:02d}"
-            metrics = json.loads((level_dir / "metrics.json").read_text())
+            metrics = json.loads(RunLayout(out / "runs" / name).job(lv["level"]).metrics.read_text())
             assert lv["steps"] == metrics["steps"] == 2
             assert lv["ms_per_step"] > 0
             assert math.isclose(lv["ms_per_step"], 1000 * metrics["train_time_s"] / metrics["steps"])

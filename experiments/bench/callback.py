@@ -1,6 +1,5 @@
-"""SpectraCallback's share of training time on the default experiment, at its default cadence.
-
-    python -m experiments.bench.callback [--max_steps N] [--device cuda]
+"""Benchmark case `callback`: the SpectraCallback's share of training time on the default
+experiment, at its default cadence.
 
 After a short untimed warm-up training, trains level 0 of the default experiment (configs/mnist1d_imp.yaml: MLP on MNIST-1D, spectra at
 two sites plus one Jacobian Gram every 500 steps) twice through the IMP driver, side by side in
@@ -13,11 +12,10 @@ Needs `mnist1d` and `jsonargparse` (the `ltc imp` stack). Target: share <= 10%.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-DEFAULT_CONFIG = "configs/mnist1d_imp.yaml"
+from experiments.bench.suite import DEFAULT_CONFIG, BenchSettings, CaseResult, PeakMemory, row
 
 
 def measurement_count(max_steps: int, every_n_steps: int) -> int:
@@ -41,9 +39,12 @@ def level_zero_args(config: str, run_dir: Path, max_steps: int | None, device: s
 
 def _train_level_zero(args: list[str]) -> tuple[float, int, float, int]:
     """(train seconds, steps, callback seconds, measurements) of one level-0 training."""
-    from experiments.config import parse
-    from experiments.commands.imp import LightningEnvironment, build_parser, quiet_libraries
-    from lth.imp import ImpConfig, IMPDriver
+    from experiments.config import imp_parser, parse
+    from experiments.environment import LightningEnvironment
+    from experiments.runtime import quiet_libraries
+    from lth.config import ImpConfig
+    from lth.driver import IMPDriver
+    from lth.layout import job_name
 
     class Recording(LightningEnvironment):
         """Keeps the job's SpectraCallback and prints nothing."""
@@ -59,10 +60,10 @@ def _train_level_zero(args: list[str]) -> tuple[float, int, float, int]:
             pass
 
     quiet_libraries()
-    parser = build_parser()
+    parser = imp_parser()
     cfg = parse(parser, args)
     env = Recording(parser, cfg, Path(cfg.run_dir), "bench")
-    metrics = IMPDriver(Path(cfg.run_dir), ImpConfig(**vars(cfg.imp)), env).run()["level_00"]
+    metrics = IMPDriver(Path(cfg.run_dir), ImpConfig(**vars(cfg.imp)), env).run()[job_name(0)]
     seconds = env.callback.seconds if env.callback else 0.0
     count = len(env.callback.history.steps) if env.callback else 0
     return metrics["train_time_s"], metrics["steps"], seconds, count
@@ -70,10 +71,9 @@ def _train_level_zero(args: list[str]) -> tuple[float, int, float, int]:
 
 def run(config: str = DEFAULT_CONFIG, max_steps: int | None = None, device: str = "cpu") -> dict:
     """Level 0 with and without the callback; `max_steps` None = the config's own length."""
-    from experiments.config import parse
-    from experiments.commands.imp import build_parser
+    from experiments.config import imp_parser, parse
 
-    defaults = parse(build_parser(), ["--config", config])
+    defaults = parse(imp_parser(), ["--config", config])
     every, default_steps = defaults.spectra.every_n_steps, defaults.trainer.max_steps
     rewind = defaults.imp.rewind_step
     with tempfile.TemporaryDirectory(prefix="bench_callback_") as tmp:
@@ -97,27 +97,18 @@ def run(config: str = DEFAULT_CONFIG, max_steps: int | None = None, device: str 
     }
 
 
-def format_report(figures: dict) -> str:
-    return "\n".join([
-        (f"SpectraCallback on {figures['config']} level 0, {figures['steps']} steps on {figures['device']}, "
-        f"measuring every {figures['every_n_steps']} steps ({figures['measurements']} measurements)"),
-        (f"  train {figures['train_s_with_callback']:.2f} s with the callback, "
-        f"{figures['train_s_without_callback']:.2f} s without; callback {figures['callback_s']:.2f} s"),
-        f"  share {figures['share']:.1%} (target <= 10%), paired overhead {figures['paired_overhead']:+.1%}",
-        (f"  at the default {figures['default_steps']} steps ({figures['default_measurements']} measurements of "
-        f"{figures['seconds_per_measurement']:.3f} s, {1e3 * figures['seconds_per_step']:.2f} ms per step): "
-        f"share {figures['share_at_default']:.1%}"),
-    ])
+def case(s: BenchSettings) -> CaseResult:
+    """The suite's `callback` case: the callback's share of level time, and time with / without it."""
+    f = run(s.config, s.sizes.train_steps, s.device)
+    note = f"{f['measurements']} measurements in {f['steps']} steps"
+    if f["steps"] != f["default_steps"]:
+        note += f"; {f['share_at_default']:.1%} at the default {f['default_steps']} steps (estimated)"
 
+    def rows(mem: PeakMemory) -> list[dict]:
+        return [row("callback", "SpectraCallback share of level time", f["callback_s"],
+                    f["train_s_with_callback"], f["share"], "share (target <= 0.10)", mem, note),
+                row("callback", "level time with / without callback", f["train_s_with_callback"],
+                    f["train_s_without_callback"], f["train_s_with_callback"] / f["train_s_without_callback"],
+                    "with / without", mem, "two separate trainings: noisier")]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--max_steps", type=int, default=None, help="default: the config's")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    print(format_report(run(args.config, args.max_steps, args.device)))
-
-
-if __name__ == "__main__":
-    main()
+    return f, rows

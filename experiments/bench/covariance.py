@@ -1,6 +1,5 @@
-"""Benchmark: streaming covariance against stacking every row, side by side in one process.
-
-    python -m experiments.bench.covariance [--rows N --dim D --chunk C]
+"""Benchmark case `covariance`: streaming covariance against stacking every row, side by side in
+one process.
 
 Rows are float32 activations with a large mean (10, against unit-scale variance), fed in
 chunks as a forward hook would see them. Three ways to the same covariance:
@@ -11,34 +10,15 @@ Memory is reported by construction (torch's CPU allocations are invisible to tra
 the streaming path holds the accumulator plus one chunk's float64 working copy and scatter;
 stacking holds at least the float64 matrix of all rows.
 """
-
-import argparse
-import time
-from collections.abc import Callable
+from __future__ import annotations
 
 import torch
 
 from channels.covariance import StreamingCovariance
+from experiments.bench.suite import BenchSettings, CaseResult, PeakMemory, row
+from experiments.bench.timing import best_seconds
 
 FLOAT64_BYTES = 8
-
-
-def _best_seconds(
-    paths: dict[str, Callable[[], torch.Tensor]], repeats: int, device: torch.device
-) -> dict[str, float]:
-    """Best wall time of each path; paths take turns within every round so load spikes on a
-    shared machine hit them alike. One untimed warm-up round first."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    best = dict.fromkeys(paths, float("inf"))
-    for round_ in range(repeats + 1):
-        for name, fn in paths.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            if round_ > 0:
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def run(
@@ -63,7 +43,7 @@ def run(
         return torch.cov(torch.cat(batches).double().T)
 
     stacked = torch.cat(batches).double()
-    seconds = _best_seconds(
+    seconds = best_seconds(
         {"streaming": streaming, "torch_cov": stacked_cov, "matmul": lambda: stacked.T @ stacked},
         repeats,
         where,
@@ -97,43 +77,18 @@ def run(
     }
 
 
-def format_table(figures: dict[str, float]) -> str:
-    """The figures as a small plain-text table of times and ratios."""
-    mib = 1024**2
-    rows_per_s = figures["rows"] / figures["streaming_s"]
-    lines = [
-        (
-            f"covariance of {figures['rows']} rows x {figures['dim']} (float32 in, chunks of "
-            f"{figures['chunk']}) on {figures['device']}, {figures['threads']} CPU threads"
-        ),
-        f"{'path':<28}{'seconds':>10}{'streaming / path':>18}",
-        f"{'streaming (float64)':<28}{figures['streaming_s']:>10.3f}{1.0:>17.2f}x",
-        (
-            f"{'X^T X float64 matmul':<28}{figures['matmul_s']:>10.3f}"
-            f"{figures['time_vs_matmul']:>17.2f}x   (target <= 2x)"
-        ),
-        f"{'stack + torch.cov':<28}{figures['torch_cov_s']:>10.3f}{figures['time_vs_torch_cov']:>17.2f}x",
-        f"streaming throughput: {rows_per_s:,.0f} rows/s",
-        f"max relative difference vs torch.cov: {figures['max_rel_diff']:.2e}   (target <= 1e-10)",
-        (
-            f"memory: accumulator {figures['accumulator_bytes'] / mib:.2f} MiB + working "
-            f"{figures['working_bytes'] / mib:.2f} MiB vs stacked >= "
-            f"{figures['stacked_bytes'] / mib:.1f} MiB (ratio {figures['memory_vs_stacked']:.4f})"
-        ),
-    ]
-    return "\n".join(lines)
+def case(s: BenchSettings) -> CaseResult:
+    """The suite's `covariance` case: streaming vs torch.cov and vs one X^T X."""
+    z = s.sizes
+    f = run(z.cov_rows, z.cov_dim, z.cov_chunk, z.cov_repeats, device=s.device)
+    shape = f"{f['rows']}x{f['dim']}"
+    held = (f["accumulator_bytes"] + f["working_bytes"]) / 2**20
+    note = f"max rel diff {f['max_rel_diff']:.0e}; holds {held:.1f} MiB vs stacked {f['stacked_bytes'] / 2**20:.0f} MiB"
 
+    def rows(mem: PeakMemory) -> list[dict]:
+        return [row("covariance", f"streaming cov {shape} vs torch.cov", f["streaming_s"],
+                    f["torch_cov_s"], f["time_vs_torch_cov"], "streaming / torch.cov", mem, note),
+                row("covariance", f"streaming cov {shape} vs X^T X", f["streaming_s"],
+                    f["matmul_s"], f["time_vs_matmul"], "streaming / matmul", mem, "target <= 2")]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=262_144)
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--chunk", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    print(format_table(run(args.rows, args.dim, args.chunk, args.repeats, device=args.device)))
-
-
-if __name__ == "__main__":
-    main()
+    return f, rows

@@ -1,14 +1,15 @@
-"""End-to-end time of the default experiment (`make run`), measured on a reduced run and EXTRAPOLATED.
-
-    python -m experiments.bench.end_to_end [--max_steps N] [--device cuda] [--threads 1]
+"""Benchmark case `end_to_end`: the wall time of the default experiment (`make run`), measured on a
+reduced run and EXTRAPOLATED.
 
 The default experiment (configs/mnist1d_imp.yaml) is 15 trainings of 3000 steps: levels 0..5,
-three controls at levels 2 and 5, and the instability copy at levels 0, 2 and 5. This runs `ltc imp` as a subprocess on the same config reduced
-to three jobs (levels 0 and 1, the random_prune control at level 1), each of the default length
-unless `--max_steps` shortens it, and times every phase from the run directory's files: start-up
-(launch to init.safetensors), each job (previous file to its DONE, of which `train_time_s` in
-metrics.json is the fit) and the tail (last DONE to exit). Every job of IMP trains the same
-network for the same steps (pruned weights are zeroed, not removed), so the estimate is
+three controls at levels 2 and 5, and the instability copy at levels 0, 2 and 5. This runs
+`ltc imp` as a subprocess on the same config reduced to three jobs (levels 0 and 1, the
+random_prune control at level 1), each of the default length unless `max_steps` (the suite's
+`Sizes.train_steps`) shortens it, and times every phase from the run directory's files (read
+through `lth.layout.RunLayout`): start-up (launch to the run's init weights), each job (previous
+file to its DONE manifest, of which `train_time_s` in its metrics is the fit) and the tail (last
+DONE to exit). Every job of IMP trains the same network for the same steps (pruned weights are
+zeroed, not removed), so the estimate is
 
     start-up + n_jobs x mean(job wall - fit + fit x default_steps / steps) + tail.
 
@@ -17,7 +18,6 @@ Peak memory: the child's maximum resident set (os.wait4's ru_maxrss). Needs `mni
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,16 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_CONFIG = "configs/mnist1d_imp.yaml"
+from experiments.bench.suite import DEFAULT_CONFIG, BenchSettings, CaseResult, PeakMemory, row
+from experiments.runtime import thread_environment
+from lth.layout import JobFiles, RunLayout
+from lth.rundir import is_done
+
 REDUCED = ["--imp.levels", "1", "--imp.branch_levels", "[1]", "--imp.branches", "[random_prune]"]
 
 
 def default_jobs(config: str) -> tuple[int, int, int]:
     """(trainings, steps per training, rewind step) of `config` as written: main levels plus controls."""
-    from experiments.config import parse
-    from experiments.commands.imp import build_parser
+    from experiments.config import imp_parser, parse
 
-    cfg = parse(build_parser(), ["--config", config])
+    cfg = parse(imp_parser(), ["--config", config])
     branch_levels = cfg.imp.branch_levels or list(range(1, cfg.imp.levels + 1))
     lines = 2 if cfg.imp.rotation else 1
     jobs = lines * (cfg.imp.levels + 1) + len(cfg.imp.branches) * len(branch_levels)
@@ -47,7 +50,7 @@ def _launch(argv: list[str], threads: int | None) -> tuple[int, float, int, str]
     """Run argv; (exit code, wall seconds, child's peak RSS in bytes, the output's tail)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_SILENT="true")
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        env.update(thread_environment(threads))
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -60,15 +63,24 @@ def _launch(argv: list[str], threads: int | None) -> tuple[int, float, int, str]
     return proc.returncode, wall, usage.ru_maxrss * kib, tail
 
 
+def finished_jobs(layout: RunLayout) -> list[JobFiles]:
+    """Every finished job of a run: its ticket line, its branches, and the lines inside it, in turn."""
+    found = [JobFiles(d) for d in layout.level_dirs().values() if is_done(d)]
+    for name in layout.branch_names():  # a branch's level directories are laid out as a line's
+        found += finished_jobs(layout.line(name))
+    return found
+
+
 def job_phases(run_dir: Path, launched: float, ended: float) -> tuple[float, list[dict], float]:
     """(start-up s, [{job, wall_s, train_s}] in finishing order, tail s) from file times."""
-    done = sorted(run_dir.rglob("DONE"), key=lambda p: p.stat().st_mtime)
-    previous = (run_dir / "init.safetensors").stat().st_mtime
+    layout = RunLayout(run_dir)
+    done = sorted(finished_jobs(layout), key=lambda job: job.done.stat().st_mtime)
+    previous = layout.init.stat().st_mtime
     startup = previous - launched
     jobs = []
-    for marker in done:
-        finished = marker.stat().st_mtime
-        metrics = json.loads((marker.parent / "metrics.json").read_text())
+    for job in done:
+        finished = job.done.stat().st_mtime
+        metrics = json.loads(job.metrics.read_text())
         jobs.append({"job": metrics["job"], "wall_s": finished - previous, "train_s": metrics["train_time_s"]})
         previous = finished
     return startup, jobs, ended - previous
@@ -106,26 +118,15 @@ def run(config: str = DEFAULT_CONFIG, max_steps: int | None = None, device: str 
     }
 
 
-def format_report(figures: dict) -> str:
-    lines = [(f"`ltc imp --config {figures['config']}` reduced to {figures['measured_jobs']} jobs of "
-             f"{figures['steps']} steps on {figures['device']}: {figures['measured_wall_s']:.1f} s "
-             f"(start-up {figures['startup_s']:.1f} s, tail {figures['tail_s']:.1f} s)")]
-    lines += [f"  {job['job']:<26} {job['wall_s']:7.1f} s, fit {job['train_s']:.1f} s" for job in figures["jobs"]]
-    lines.append(f"  EXTRAPOLATED default experiment ({figures['default_jobs']} jobs x {figures['default_steps']} "
-                 f"steps): {figures['estimated_default_s'] / 60:.1f} min, {figures['wall_vs_train']:.2f}x its "
-                 f"fit time; child peak RSS {figures['peak_rss_bytes'] / 2**20:.0f} MiB")
-    return "\n".join(lines)
+def case(s: BenchSettings) -> CaseResult:
+    """The suite's `end_to_end` case: the default experiment's extrapolated wall time vs its fit time."""
+    f = run(s.config, s.sizes.train_steps, s.device, s.threads or None)
+    note = (f"EXTRAPOLATED from {f['measured_jobs']} jobs of {f['steps']} steps ({f['measured_wall_s']:.0f} s) "
+            f"to {f['default_jobs']} jobs of {f['default_steps']}")
 
+    def rows(_: PeakMemory) -> list[dict]:
+        return [row("end_to_end", f"default experiment ({s.config})", f["estimated_default_s"],
+                    f["estimated_default_train_s"], f["wall_vs_train"], "wall / fit time", f["peak_rss_bytes"],
+                    note, "child process ru_maxrss")]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--max_steps", type=int, default=None, help="steps per job (default: the config's)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of the child")
-    args = parser.parse_args()
-    print(format_report(run(args.config, args.max_steps, args.device, args.threads)))
-
-
-if __name__ == "__main__":
-    main()
+    return f, rows

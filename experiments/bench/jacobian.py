@@ -1,11 +1,10 @@
-"""Benchmark: residual-stream Jacobians of a GPT-2-small-shaped model, side by side in one process.
+"""Benchmark cases `jacobian`, `jacobian_chunks` and `precision`: residual-stream Jacobians of a
+GPT-2-small-shaped model, each path timed side by side with its baseline in one process.
 
-    python -m experiments.bench.jacobian [--context 128] [--quick] [--device cuda] [--threads 1]
-
-On a CPU shared with other jobs, ``--threads 1`` avoids OpenMP stalls that were measured to
-slow both sides 3-10x on 2 busy cores (ratios stay comparable, absolute times do not).
-On a GPU: ``--device cuda --context 1024 --svd-context 1024 --rows 256 --chunk-size 64``;
-``experiments/scripts/gpu_jacobian.sh OUT_DIR`` runs that (with --pairs 2), then a short `ltc jacobian` sweep.
+On a CPU shared with other jobs, `ltc bench --threads 1` (the default) avoids OpenMP stalls that
+were measured to slow both sides 3-10x on 2 busy cores (ratios stay comparable, absolute times
+do not). On a GPU, `ltc bench --device cuda` runs these at context 1024 (`suite.CUDA_FULL`);
+``experiments/scripts/gpu_jacobian.sh OUT_DIR`` runs the `jacobian` case, then a short `ltc jacobian` sweep.
 
 Model: 12 layers, 768 wide, 12 heads, random weights, eager attention, float32, eval mode.
 J(t, s) = d resid_post.11[t] / d resid_pre.0[s] (768 x 768 blocks).
@@ -21,14 +20,17 @@ J(t, s) = d resid_post.11[t] / d resid_pre.0[s] (768 x 768 blocks).
     `sweep_flops`) over their time, against a float32 matmul timed in the same run.
 (b) Top-32 singular values of J(t, t) at the last position: matrix-free block Krylov
     (`jacobian_operator` + `topk_singular`) against forming J exactly (768 VJPs) + SVD.
+(c) `jacobian_chunks`: the same sweep at two VJP chunk sizes, the knob that bounds its peak
+    memory (on CUDA a size of 0 is chosen from free memory, `chunk_from_free_memory`).
+(d) `precision` (CUDA only): the top-k singular values of J(t, t) under TF32 and bf16 against
+    float32, to see whether `--tf32` keeps the spectra accurate.
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
+import math
 import os
-import time
-from collections.abc import Callable
 from functools import partial
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +41,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from channels.jacobian import iter_sequence_jacobian, jacobian_operator, topk_singular
 from channels.sites import replace, run_sites
+from experiments.bench.suite import BenchSettings, CaseResult, PeakMemory, row
+from experiments.bench.timing import timed
 
 SITE_A, SITE_B = "resid_pre.0", "resid_post.-1"
 LAYERS, WIDTH, HEADS = 12, 768, 12
@@ -57,6 +61,12 @@ def gpt2_small(context: int, device: torch.device, seed: int) -> GPT2LMHeadModel
     return GPT2LMHeadModel(config).to(device).eval()
 
 
+def random_ids(model: GPT2LMHeadModel, length: int, device: torch.device, seed: int) -> torch.Tensor:
+    """(1, length) random token ids for `model`, drawn on the CPU from `seed` (the same on every device)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.config.vocab_size, (1, length), generator=generator).to(device)
+
+
 def sweep_flops(context: int) -> tuple[float, float]:
     """Estimated FLOPs of (one forward pass, one input-gradient backward pass) over the blocks.
 
@@ -70,16 +80,6 @@ def sweep_flops(context: int) -> tuple[float, float]:
     return LAYERS * (projections + attention), LAYERS * (projections + 2 * attention)
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, result
-
-
 def matmul_rate(device: torch.device, repeats: int = 5) -> float:
     """Best float32 FLOP/s of a (4096 x 768) @ (768 x 3072) matmul, the MLP's shape."""
     left, right = (
@@ -87,7 +87,7 @@ def matmul_rate(device: torch.device, repeats: int = 5) -> float:
         torch.randn(WIDTH, 4 * WIDTH, device=device),
     )
     left @ right
-    seconds = min(_timed(lambda: left @ right, device)[0] for _ in range(repeats))
+    seconds = min(timed(lambda: left @ right, device)[0] for _ in range(repeats))
     return 2 * 4096 * WIDTH * 4 * WIDTH / seconds
 
 
@@ -107,8 +107,8 @@ def all_pairs(model, ids, device, rows: int, pairs: int, chunk_size: int) -> dic
     context = ids.shape[1]
     t = context - 1
     measured_rows = list(range(rows))
-    forward_s, _ = _timed(lambda: run_sites(model, ids, [SITE_A, SITE_B], keep_graph=True), device)
-    ours_s, blocks = _timed(
+    forward_s, _ = timed(lambda: run_sites(model, ids, [SITE_A, SITE_B], keep_graph=True), device)
+    ours_s, blocks = timed(
         lambda: dict(
             iter_sequence_jacobian(
                 model, ids, SITE_A, SITE_B, targets=[t], rows=measured_rows, chunk_size=chunk_size
@@ -123,7 +123,7 @@ def all_pairs(model, ids, device, rows: int, pairs: int, chunk_size: int) -> dic
     base_s, worst = 0.0, 0.0
     for s in sources:
         baseline = partial(pair_jacobian, model, ids, source_act, t, s, measured_rows)
-        seconds, reference = _timed(baseline, device)
+        seconds, reference = timed(baseline, device)
         base_s += seconds
         worst = max(worst, float((blocks[t][s] - reference).abs().max() / reference.abs().max()))
     base_row_s = max(base_s / pairs - forward_s, 0.0) / rows
@@ -174,8 +174,8 @@ def top_singular(model, ids, device, k: int, block_size: int, n_iter: int, chunk
             device=device,
         ).values
 
-    exact_s, values = _timed(exact, device)
-    free_s, approx = _timed(matrix_free, device)
+    exact_s, values = timed(exact, device)
+    free_s, approx = timed(matrix_free, device)
     truth = values[:k].cpu()
     approx = approx.cpu()
     return {
@@ -213,8 +213,7 @@ def run(
         context, rows, pairs, svd_context = min(context, 64), min(rows, 8), 1, min(svd_context, 8)
     where = torch.device(device)
     model = gpt2_small(max(context, svd_context), where, seed)
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size, (1, context), generator=generator).to(where)
+    ids = random_ids(model, context, where, seed)
     with torch.no_grad():
         run_sites(model, ids, [SITE_B])  # warm-up: first calls pay one-off set-up costs
     figures = {"device": str(where), "threads": torch.get_num_threads(), "quick": quick}
@@ -226,89 +225,125 @@ def run(
     return figures
 
 
-def format_report(figures: dict) -> str:
-    """The figures as plain text, saying what is measured and what is extrapolated."""
-    a, b = figures["all_pairs"], figures["topk"]
-    tflops = 1e12
-    quick = " (quick)" if figures["quick"] else ""
-    lines = [
-        (
-            f"GPT-2-small shape (12 x 768, random weights) on {figures['device']}, "
-            f"{figures['threads']} CPU threads{quick}"
-        ),
-        f"(a) all-pairs J(t, s) = d {SITE_B}[t] / d {SITE_A}[s], s <= t, context {a['context']}",
-        (
-            f"    measured: ours 1 target x {a['measured_rows']} rows in {a['ours_measured_s']:.2f} s; "
-            f"baseline pairs {a['measured_pairs']} x {a['measured_rows']} rows in "
-            f"{a['baseline_measured_s']:.2f} s; forward {a['forward_s']:.2f} s"
-        ),
-        (
-            f"    per row: ours {a['ours_row_s'] * 1e3:.1f} ms (all {a['context']} sources at once), "
-            f"baseline {a['baseline_row_s'] * 1e3:.1f} ms (one pair)"
-        ),
-        (
-            f"    full sweep EXTRAPOLATED from the measured subset: ours "
-            f"{a['ours_full_sweep_s_extrapolated']:.0f} s, baseline "
-            f"{a['baseline_full_sweep_s_extrapolated']:.0f} s, speedup "
-            f"{a['speedup_extrapolated']:.1f}x (target >= 20x)"
-        ),
-        f"    max relative difference on measured pairs: {a['max_rel_diff']:.1e} (target <= 1e-4)",
-        (
-            f"    achieved {a['ours_flops_per_s'] / tflops:.3f} TFLOP/s (estimated FLOPs) vs float32 "
-            f"matmul {figures['matmul_flops_per_s'] / tflops:.3f} TFLOP/s "
-            f"({a['ours_flops_per_s'] / figures['matmul_flops_per_s']:.0%})"
-        ),
-        (
-            f"(b) top-{b['k']} singular values of J(t, t), context {b['context']}, "
-            f"sigma_{b['k']}/sigma_1 = {b['sigma_k_over_sigma_1']:.2f}"
-        ),
-        (
-            f"    exact (768 VJPs + SVD) {b['exact_s']:.2f} s; matrix-free block Krylov "
-            f"(block {b['block_size']}, {b['n_iter']} steps, {b['products']} products) "
-            f"{b['matrix_free_s']:.2f} s: {b['speedup']:.2f}x faster (target >= 5x)"
-        ),
-        (
-            f"    relative error: max over top-{b['k']} {b['max_rel_err']:.2%}, of the vector "
-            f"{b['norm_rel_err']:.2%} (target <= 1%)"
-        ),
-    ]
-    return "\n".join(lines)
+def case(s: BenchSettings) -> CaseResult:
+    """The suite's `jacobian` case: (a) the sweep's extrapolated speedup and FLOP rate, (b) top-k SVD."""
+    z = s.sizes
+    f = run(z.jac_context, z.jac_rows, z.jac_pairs, z.svd_context, z.top_k, z.block_size, z.n_iter,
+            z.jac_chunk, s.device)
+    a, b = f["all_pairs"], f["topk"]
+    fwd, bwd = sweep_flops(a["context"])
+    matmul_equivalent_s = (fwd + a["measured_rows"] * bwd) / f["matmul_flops_per_s"]
+
+    def rows(mem: PeakMemory) -> list[dict]:
+        model_note = "peak includes the model"
+        return [
+            row("jacobian", f"all-pairs J sweep, context {a['context']}",
+                a["ours_full_sweep_s_extrapolated"], a["baseline_full_sweep_s_extrapolated"],
+                a["speedup_extrapolated"], "per-pair / sweep (speedup)", mem,
+                f"EXTRAPOLATED; target >= 20; max rel diff {a['max_rel_diff']:.0e}; {model_note}"),
+            row("jacobian", f"sweep FLOP rate vs matmul, {a['measured_rows']} rows",
+                a["ours_measured_s"], matmul_equivalent_s, matmul_equivalent_s / a["ours_measured_s"],
+                "sweep rate / matmul rate", mem, "baseline = the same FLOPs at the matmul's rate"),
+            row("jacobian", f"top-{b['k']} SVD of J(t, t), context {b['context']}",
+                b["matrix_free_s"], b["exact_s"], b["speedup"], "exact SVD / matrix-free (speedup)", mem,
+                f"target >= 5; max rel err {b['max_rel_err']:.1%}"),
+        ]
+
+    return f, rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--context", type=int, default=128, help="sweep context (1024 for the full setting)"
-    )
-    parser.add_argument("--rows", type=int, default=16, help="output rows timed on each side")
-    parser.add_argument("--pairs", type=int, default=2, help="(t, s) pairs timed for the baseline")
-    parser.add_argument(
-        "--svd-context", type=int, default=16, help="context of the top-k benchmark"
-    )
-    parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--block-size", type=int, default=8)
-    parser.add_argument("--n-iter", type=int, default=12)
-    parser.add_argument("--chunk-size", type=int, default=32, help="VJPs per backward call")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    figures = run(
-        args.context,
-        args.rows,
-        args.pairs,
-        args.svd_context,
-        args.k,
-        args.block_size,
-        args.n_iter,
-        args.chunk_size,
-        args.device,
-        args.quick,
-    )
-    print(format_report(figures))
+def _sweep(model: GPT2LMHeadModel, ids: torch.Tensor, rows: int, chunk_size: int) -> None:
+    """The all-pairs sweep of the last target over its first `rows` output rows, results dropped."""
+    for _ in iter_sequence_jacobian(model, ids, SITE_A, SITE_B, targets=[ids.shape[1] - 1],
+                                    rows=list(range(rows)), chunk_size=chunk_size):
+        pass
 
 
-if __name__ == "__main__":
-    main()
+def chunk_from_free_memory(model: GPT2LMHeadModel, ids: torch.Tensor, rows: int, fraction: float = 0.5) -> int:
+    """The largest power-of-two VJP chunk whose sweep fits in `fraction` of free CUDA memory.
+
+    Peak memory is affine in the chunk size c: fixed + c * per_vjp; both are measured from two
+    small sweeps (c = 2 and 8), then c = (fraction * free - fixed) / per_vjp, capped at `rows`.
+    """
+    peaks = {}
+    for c in (2, 8):
+        with PeakMemory("cuda") as mem:
+            _sweep(model, ids, c, c)
+        peaks[c] = mem.bytes
+    per_vjp = max((peaks[8] - peaks[2]) / 6, 1.0)
+    fixed = max(peaks[2] - 2 * per_vjp, 0.0)
+    free, _ = torch.cuda.mem_get_info()
+    fits = max(int((fraction * free - fixed) / per_vjp), 1)
+    return min(2 ** int(math.log2(fits)), rows)
+
+
+def chunks_case(s: BenchSettings) -> CaseResult:
+    """The suite's `jacobian_chunks` case: one sweep per chunk size, each with its own peak memory."""
+    z = s.sizes
+    where = torch.device(s.device)
+    model = gpt2_small(z.chunk_context, where, 0)
+    ids = random_ids(model, z.chunk_context, where, 0)
+    _sweep(model, ids, 1, 1)  # warm-up: first calls pay one-off costs
+    sizes = [c or chunk_from_free_memory(model, ids, z.chunk_rows) for c in z.chunk_sizes]
+    timed_runs = []
+    for c in sizes:
+        with PeakMemory(s.device) as mem:
+            seconds, _ = timed(partial(_sweep, model, ids, z.chunk_rows, c), where)
+        timed_runs.append({"chunk_size": c, "seconds": seconds, "peak_bytes": mem.bytes,
+                           "memory_method": mem.method})
+    figures = {"context": z.chunk_context, "rows": z.chunk_rows, "auto": [c == 0 for c in z.chunk_sizes],
+               "runs": timed_runs}
+
+    def rows(_: PeakMemory) -> list[dict]:
+        first = timed_runs[0]
+        out = []
+        for t, auto in zip(timed_runs, figures["auto"]):
+            chosen = " (from free memory)" if auto else ""
+            out.append(row("jacobian_chunks", f"J sweep {z.chunk_rows} rows, context {z.chunk_context}, "
+                           f"chunk {t['chunk_size']}{chosen}", t["seconds"], first["seconds"],
+                           t["seconds"] / first["seconds"], f"time / chunk {first['chunk_size']}",
+                           t["peak_bytes"], "peak excludes the model", t["memory_method"]))
+        return out
+
+    return figures, rows
+
+
+def precision_case(s: BenchSettings) -> CaseResult:
+    """The suite's `precision` case (CUDA): time and relative error of the top-k singular values of
+    J(t, t) under TF32 and bf16, against float32."""
+    z = s.sizes
+    where = torch.device(s.device)
+    model = gpt2_small(z.svd_context, where, 0)
+    ids = random_ids(model, z.svd_context, where, 0)
+    t = z.svd_context - 1
+
+    def singular_values(net: GPT2LMHeadModel) -> tuple[float, torch.Tensor]:
+        def top_k() -> torch.Tensor:
+            ((_, block),) = iter_sequence_jacobian(net, ids, SITE_A, SITE_B, [t], [t], chunk_size=z.jac_chunk)
+            return torch.linalg.svdvals(block[0].double())[: z.top_k].cpu()
+
+        return timed(top_k, where)
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        singular_values(model)  # warm-up
+        torch.set_float32_matmul_precision("highest")
+        fp32_s, truth = singular_values(model)
+        torch.set_float32_matmul_precision("high")
+        tf32_s, tf32 = singular_values(model)
+        torch.set_float32_matmul_precision("highest")
+        bf16_s, bf16 = singular_values(copy.deepcopy(model).to(torch.bfloat16))
+    finally:
+        torch.set_float32_matmul_precision(before)
+    err = {name: float(((v - truth).abs() / truth).max()) for name, v in (("tf32", tf32), ("bf16", bf16))}
+    figures = {"context": z.svd_context, "k": z.top_k, "fp32_s": fp32_s, "tf32_s": tf32_s, "bf16_s": bf16_s,
+               "tf32_max_rel_err": err["tf32"], "bf16_max_rel_err": err["bf16"]}
+
+    def rows(mem: PeakMemory) -> list[dict]:
+        return [row("precision", f"J(t, t) + SVD in {name}, context {z.svd_context}", sec, fp32_s,
+                    fp32_s / sec, "float32 / this (speedup)", mem,
+                    f"max rel err of top-{z.top_k} {err[name]:.2%} ({'keeps' if err[name] <= 0.01 else 'LOSES'} "
+                    "spectra to 1%)")
+                for name, sec in (("tf32", tf32_s), ("bf16", bf16_s))]
+
+    return figures, rows

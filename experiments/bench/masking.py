@@ -1,21 +1,20 @@
-"""Cost of keeping a mask during training: a masked step vs the same step dense vs
-`torch.nn.utils.prune`'s re-parametrisation, timed side by side in one process.
+"""Benchmark case `masking`: the cost of keeping a mask during training, a masked step vs the
+same step dense vs `torch.nn.utils.prune`'s re-parametrisation, timed side by side in one process.
 
-    python -m experiments.bench.masking [--steps 200] [--rounds 7] [--device cpu]
-
-Each round times all three variants in turn (so load spikes hit them alike); the table reports
+Each round times all three variants in turn (so load spikes hit them alike); the rows report
 median seconds per step and the ratios to dense. Target: masked <= 1.05x dense.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from experiments.bench.suite import BenchSettings, CaseResult, PeakMemory, row
+from experiments.bench.timing import timed
 from lth.enforce import MaskEnforcer
 from lth.masks import full_mask
 from lth.pruning import default_prunable, magnitude_prune
@@ -62,15 +61,16 @@ def _variant(kind: str, shape, device: str, density: float = 0.2):
     return step
 
 
-def _time(step, steps: int, device: str) -> float:
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+def _time(step: Callable[[], None], steps: int, device: str) -> float:
+    """Seconds per step over `steps` steps, after one untimed warm-up step."""
+
+    def steps_in_a_row() -> None:
+        for _ in range(steps):
+            step()
+
     step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return (time.perf_counter() - start) / steps
+    seconds, _ = timed(steps_in_a_row, device)
+    return seconds / steps
 
 
 def run(steps: int = 200, rounds: int = 7, device: str = "cpu", shapes: list[str] | None = None) -> dict:
@@ -89,19 +89,19 @@ def run(steps: int = 200, rounds: int = 7, device: str = "cpu", shapes: list[str
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    results = run(args.steps, args.rounds, args.device)
-    print(f"{'model':<16}{'dense ms':>10}{'masked ms':>11}{'prune ms':>10}{'masked/dense':>14}{'prune/dense':>13}")
-    for name, r in results.items():
-        s = r["seconds_per_step"]
-        print(f"{name:<16}{1e3 * s['dense']:>10.3f}{1e3 * s['masked']:>11.3f}{1e3 * s['torch.prune']:>10.3f}"
-              f"{r['masked_vs_dense']:>14.3f}{r['torch_prune_vs_dense']:>13.3f}")
+def case(s: BenchSettings) -> CaseResult:
+    """The suite's `masking` case: figures per shape, and two rows each (masked and torch.prune vs dense)."""
+    z = s.sizes
+    figures = run(z.masking_steps, z.masking_rounds, s.device, list(z.masking_shapes))
 
+    def rows(mem: PeakMemory) -> list[dict]:
+        out = []
+        for shape, r in figures.items():
+            t = r["seconds_per_step"]
+            out.append(row("masking", f"masked step, {shape}", t["masked"], t["dense"],
+                           r["masked_vs_dense"], "masked / dense", mem, "target <= 1.05"))
+            out.append(row("masking", f"torch.prune step, {shape}", t["torch.prune"], t["dense"],
+                           r["torch_prune_vs_dense"], "prune / dense", mem))
+        return out
 
-if __name__ == "__main__":
-    main()
+    return figures, rows

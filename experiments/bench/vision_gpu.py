@@ -42,8 +42,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from experiments.runtime import thread_environment
 from lth import rundir
 from lth.errors import LTCError
+from lth.layout import RunLayout
 
 CONFIGS = ("mnist_lenet300_imp", "cifar10_conv2_imp", "cifar10_conv4_imp", "cifar10_conv6_imp",
            "cifar10_resnet20_imp", "cifar10_vgg16_imp")
@@ -55,6 +57,7 @@ GRACE_S = 10  # a run past its time limit gets this long to stop after Ctrl-C, t
 MIN_LIMIT_S = 15  # a run given less time than this could not even start up
 SYNTHETIC_NOTE = "synthetic data: accuracy is chance, time per step is real"
 CHILD = "import sys; from experiments.bench.vision_gpu import child; sys.exit(child(sys.argv[1:]))"
+REPO = Path(__file__).resolve().parents[2]  # the repository root: configs/, and the children's PYTHONPATH
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)  # logs get the whole table
 
@@ -76,7 +79,7 @@ def config_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+    path = REPO / "configs" / f"{name}.yaml"
     if name not in CONFIGS or not path.is_file():
         raise LTCError(f"unknown vision config {name!r}: use any of {', '.join(CONFIGS)} or a YAML file")
     return path
@@ -84,11 +87,10 @@ def config_path(name: str) -> Path:
 
 def make_plan(name: str, steps: int, levels: int, device: str, size: str, run_dir: Path) -> Plan:
     """Read the config and build the bounded `ltc imp` command line (data root added later)."""
-    from experiments.config import parse
-    from experiments.commands.imp import build_parser
+    from experiments.config import imp_parser, parse
 
     path = config_path(name)
-    cfg = parse(build_parser(), ["--config", str(path)])
+    cfg = parse(imp_parser(), ["--config", str(path)])
     dataset = DATASETS.get(cfg.data.class_path)
     if dataset is None:
         raise LTCError(f"{path} uses {cfg.data.class_path}, not a vision datamodule this script knows "
@@ -135,7 +137,7 @@ def child(argv: list[str]) -> int:
     import torch
 
     from experiments.cli import main
-    from experiments.commands.imp import LightningEnvironment
+    from experiments.environment import LightningEnvironment
 
     stats: dict = {"spectra_s": {}}
     report = LightningEnvironment.report
@@ -162,11 +164,9 @@ def launch(argv: list[str], log: Path, timeout_s: float, threads: int | None) ->
     """Run argv with its output in `log`, its torch and BLAS pools at `threads` (None: their default);
     (exit code or None after the time limit, wall seconds, the grace to stop included). The child
     leads its own process group, so its data workers stop with it."""
-    repo = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     if threads:
-        env.update({var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                  "OPENBLAS_NUM_THREADS")})
+        env.update(thread_environment(threads))
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -188,12 +188,13 @@ def launch(argv: list[str], log: Path, timeout_s: float, threads: int | None) ->
 
 
 def level_rows(run_dir: Path, batch_size: int, spectra_s: dict) -> list[dict]:
-    """Per finished level: its metrics.json figures and what follows from them."""
+    """Per finished level of the ticket line: its metrics figures and what follows from them."""
     rows = []
-    for path in sorted(run_dir.glob("level_*/metrics.json")):
-        if not (path.parent / "DONE").is_file():
+    layout = RunLayout(run_dir)
+    for level, level_dir in layout.level_dirs().items():
+        if not rundir.is_done(level_dir):
             continue
-        m = json.loads(path.read_text())
+        m = json.loads(layout.job(level).metrics.read_text())
         steps, seconds = m["steps"], m["train_time_s"]
         spectra = spectra_s.get(m["job"])
         rows.append({

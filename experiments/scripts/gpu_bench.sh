@@ -24,7 +24,7 @@
 # Rehearse the script on a CPU machine (no GPU time spent): BENCH_DEVICE=cpu BENCH_SIZE=tiny.
 set -euo pipefail
 OUT=${1:?usage: experiments/scripts/gpu_bench.sh OUT_DIR}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python}
@@ -56,7 +56,9 @@ suite() {  # suite NAME LIMIT_S TF32 CASES
 import sys
 from pathlib import Path
 
-from experiments.bench.suite import BenchSettings, markdown_table, print_table, run_suite, write_text
+from experiments.bench.suite import BenchSettings, run_suite
+from experiments.bench.tables import markdown_table, print_table
+from lth.rundir import write_text
 
 out, tf32, cases, device, size = Path(sys.argv[1]), sys.argv[2] == "1", tuple(sys.argv[3].split(",")), *sys.argv[4:]
 settings = BenchSettings(size=size, device=device, threads=0, cases=cases, tf32=tf32)

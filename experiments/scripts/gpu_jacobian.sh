@@ -4,14 +4,16 @@
 #
 #   experiments/scripts/gpu_jacobian.sh OUT_DIR
 #
-# 1. experiments.bench.jacobian at context 1024: the all-pairs sweep J(t, s), s <= t, against the
-#    per-pair autograd baseline (extrapolated to the full sweep), the achieved FLOP rate against a
-#    float32 matmul timed in the same run, and matrix-free top-k singular values against exact.
+# 1. the `jacobian` case of the benchmark suite (experiments/bench/jacobian.py) at its CUDA size
+#    (context 1024, 256 rows, 2 baseline pairs, chunks of 64): the all-pairs sweep J(t, s), s <= t,
+#    against the per-pair autograd baseline (extrapolated to the full sweep), the achieved FLOP rate
+#    against a float32 matmul timed in the same run, and matrix-free top-k singular values against
+#    exact. Its table goes to bench.txt / bench.md, every figure to bench.json.
 # 2. `ltc jacobian` on a randomly initialised GPT-2 small saved locally (no download): a short
 #    real sweep at context 1024 (3 targets of one context, covariance over 8 contexts), printing
 #    the time per (context, t) item split into Jacobian, singular values and Gram.
 #
-# Writes into OUT_DIR: gpu.txt, bench.txt, sweep.txt, sweep_results.json, the two founding
+# Writes into OUT_DIR: gpu.txt, bench.txt, bench.json, bench.md, sweep.txt, sweep_results.json, the two founding
 # figures and metrics_vs_distance.png of the sweep, log.txt (everything printed).
 #
 # Needs torch with CUDA, transformers, numpy, rich, matplotlib, pytorch-lightning, safetensors;
@@ -21,7 +23,7 @@
 # skipped with a note.
 set -euo pipefail
 OUT=${1:?usage: experiments/scripts/gpu_jacobian.sh OUT_DIR}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
@@ -34,9 +36,20 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 cat "$OUT/gpu.txt"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
 
-echo "== 1. bench_jacobian, context 1024"
-timeout --signal=INT 240 "$PY" -m experiments.bench.jacobian --device cuda --context 1024 --rows 256 \
-  --pairs 2 --svd-context 1024 --chunk-size 64 | tee "$OUT/bench.txt" || echo "== bench stopped (exit $?)"
+echo "== 1. the jacobian case of the benchmark suite, context 1024"
+timeout --signal=INT 240 "$PY" - "$OUT/bench.json" <<'PY' | tee "$OUT/bench.txt" || echo "== bench stopped (exit $?)"
+import sys
+from pathlib import Path
+
+from experiments.bench.suite import BenchSettings, run_suite
+from experiments.bench.tables import markdown_table, print_table
+from lth.rundir import write_text
+
+out = Path(sys.argv[1])
+result = run_suite(BenchSettings(device="cuda", threads=0, cases=("jacobian",)), out)
+print_table(result)
+write_text(out.with_suffix(".md"), markdown_table(result))
+PY
 
 echo "== 2. ltc jacobian on a random GPT-2 small, context 1024"
 if ! "$PY" -c "import jsonargparse" 2>/dev/null; then

@@ -28,7 +28,7 @@
 # torch / BLAS thread per run unless VISION_THREADS says otherwise).
 set -euo pipefail
 OUT=${1:?usage: experiments/scripts/gpu_vision.sh OUT_DIR}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 if [ -z "${PYTHON:-}" ]; then

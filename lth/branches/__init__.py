@@ -1,6 +1,7 @@
 """The branch registry: every module of this package that defines `BRANCH` is a branch.
 
-Adding a control is one file: a module here with `BRANCH = Branch(...)` (see `base.py`).
+Adding a control is one file: a module here with `BRANCH = Branch(...)` (see `base.py`); modules
+whose name starts with `_` hold code shared by several branches.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lth.branches.base import TICKET_STYLE, Branch, LineBranch, PlotStyle
 def _discover() -> dict[str, Branch | LineBranch]:
     found = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name == "base":
+        if info.name == "base" or info.name.startswith("_"):
             continue
         branch = importlib.import_module(f"{__name__}.{info.name}").BRANCH
         found[branch.name] = branch

@@ -37,12 +37,16 @@ TICKET_STYLE = PlotStyle("C0", "o", "-")
 @dataclass
 class JobPlan:
     """One branch job: its mask, its start weights (None = theta_0), its data order (None = the
-    run's) and an optional measurement of the trained job."""
+    run's), an optional measurement of the trained job, optimiser settings that replace the
+    recipe's (`task_overrides`, e.g. SGD for the basis test) and `prepare(net)`, called on the
+    freshly built net before training (e.g. the input hook of a change of basis)."""
 
     mask: Mask
     start: State | None
     data_order_seed: int | None = None
     finish: Finish | None = None
+    task_overrides: dict | None = None
+    prepare: Callable[[torch.nn.Module], None] | None = None
 
 
 @dataclass
@@ -56,9 +60,12 @@ class BranchContext:
     ticket: Mask                           # the level's ticket mask
     theta_k: Callable[[], State]           # the rewind weights
     ticket_weights: Callable[[], State]    # the level's trained ticket
+    previous_weights: Callable[[], State]  # the trained ticket of the level before (level >= 1)
     fresh_init: Callable[[int], State]     # a new random initialisation from a seed
     test_error: Callable[[object, torch.device], float]
+    basis_change: Callable[[int], object]  # seed -> a function-preserving change of basis (lth.basis)
     instability_points: int
+    sgd_lr: float
 
     def seed_of(self, *parts: int | str) -> int:
         """The branch's own seed at this level (`lth.seeds.derive_seed`)."""

@@ -1,0 +1,8 @@
+"""basis_identity_sgd: the level's ticket found by one-shot magnitude pruning in the original
+basis, retrained with SGD (the basis-dependence test; `lth.branches._basis`)."""
+from lth.branches._basis import basis_plan
+from lth.branches.base import Branch, PlotStyle
+
+BRANCH = Branch("basis_identity_sgd", is_control=False, style=PlotStyle("C7", "<", ":"),
+                plan=basis_plan(rotate=False, sgd=True),
+                description="one-shot ticket in the original basis, retrained with SGD")
