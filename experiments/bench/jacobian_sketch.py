@@ -21,7 +21,7 @@ from experiments.bench.jacobian import SITE_B, gpt2_small, random_ids
 from experiments.bench.suite import BenchSettings, CaseResult, PeakMemory, row
 from experiments.bench.timing import timed
 
-PAIR = Pair("resid_pre.0", SITE_B.replace("-1", "11"))
+PAIR = Pair("resid_pre.0", SITE_B)
 
 
 def run(context: int, n_targets: int, sketch_size: int, chunk_size: int, device: str) -> dict:
