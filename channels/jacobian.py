@@ -63,7 +63,7 @@ def _require_budget(shape: tuple[int, ...], dtype: torch.dtype, max_bytes: int, 
         )
 
 
-def _forward(
+def forward_with_graph(
     model: nn.Module, inputs: Inputs, site_a: str | Site, site_b: str | Site
 ) -> tuple[Site, Site, Tensor, Tensor]:
     """(Site a, Site b, activation a, activation b) from one forward pass keeping the graph.
@@ -86,7 +86,7 @@ def _forward(
     return a, b, leaf[a.name], act_b
 
 
-def _vjp(output: Tensor, wrt: Tensor, cotangents: Tensor, a: Site, b: Site, **kw) -> Tensor:
+def batched_vjp(output: Tensor, wrt: Tensor, cotangents: Tensor, a: Site, b: Site, **kw) -> Tensor:
     """Stacked u^T d output / d wrt for the cotangents (n, *output.shape) -> (n, *wrt.shape)."""
     if len(cotangents) == 1:
         grad = torch.autograd.grad(output, wrt, cotangents[0], allow_unused=True, **kw)[0]
@@ -114,7 +114,7 @@ def site_jacobian(
     comes from one backward pass of sum_i b_i[j], valid because eval-mode examples are
     independent; ``chunk_size`` rows go through each backward call.
     """
-    a, b, act_a, act_b = _forward(model, inputs, site_a, site_b)
+    a, b, act_a, act_b = forward_with_graph(model, inputs, site_a, site_b)
     batch = act_a.shape[0]
     if act_b.shape[0] != batch:
         raise LTCError(
@@ -128,7 +128,7 @@ def site_jacobian(
         rows = torch.arange(start, min(start + chunk_size, d_b), device=act_a.device)
         cotangents = act_b.new_zeros(len(rows), batch, d_b)
         cotangents[torch.arange(len(rows), device=rows.device), :, rows] = 1
-        grads = _vjp(flat_b, act_a, cotangents, a, b, retain_graph=True)
+        grads = batched_vjp(flat_b, act_a, cotangents, a, b, retain_graph=True)
         jacobian[:, rows] = grads.reshape(len(rows), batch, d_a).transpose(0, 1)
     return _require_finite(jacobian, a, b)
 
@@ -172,7 +172,7 @@ def iter_sequence_jacobian(
     gradient w.r.t. every source position at once. Memory: one J_t plus a chunk of gradients
     (chunk_size, T, d_a) at a time.
     """
-    a, b, act_a, act_b = _forward(model, inputs, site_a, site_b)
+    a, b, act_a, act_b = forward_with_graph(model, inputs, site_a, site_b)
     if act_a.dim() != 3 or act_b.dim() != 3 or act_a.shape[0] != 1 or act_b.shape[0] != 1:
         raise LTCError(
             f"sequence Jacobians need one sequence with sites of shape (1, T, d); got {a.name} "
@@ -199,7 +199,7 @@ def iter_sequence_jacobian(
         chunk_t = torch.tensor([t for t, _, _ in chunk], device=device)
         chunk_j = torch.tensor([j for _, _, j in chunk], device=device)
         cotangents[torch.arange(len(chunk), device=device), 0, chunk_t, chunk_j] = 1
-        grads = _vjp(act_b, act_a, cotangents, a, b, retain_graph=True)[:, 0]  # (n, T, d_a)
+        grads = batched_vjp(act_b, act_a, cotangents, a, b, retain_graph=True)[:, 0]  # (n, T, d_a)
         for t in dict.fromkeys(t for t, _, _ in chunk):  # each target's rows are one run
             ks = [k for k, item in enumerate(chunk) if item[0] == t]
             first, last = chunk[ks[0]][1], chunk[ks[-1]][1]
@@ -307,7 +307,7 @@ def jacobian_operator(
     double-backward trick: g(u) = u^T J is linear in u, so d(g . v)/du = J v, one backward
     pass through the graph of g (built once). ``chunk_size`` vectors go per backward call.
     """
-    a, b, act_a, act_b = _forward(model, inputs, site_a, site_b)
+    a, b, act_a, act_b = forward_with_graph(model, inputs, site_a, site_b)
     if act_a.shape[0] != 1 or act_b.shape[0] != 1:
         raise LTCError("jacobian_operator takes one example (batch size 1)")
     if (target is None) != (source is None):
@@ -324,13 +324,13 @@ def jacobian_operator(
     def vjp(rows: Tensor) -> Tensor:
         cotangents = act_b.new_zeros(len(rows), *act_b.shape)
         cotangents[(slice(None), *slot_b)] = rows.reshape(len(rows), *act_b[slot_b].shape)
-        grads = _vjp(act_b, act_a, cotangents, a, b, retain_graph=True)
+        grads = batched_vjp(act_b, act_a, cotangents, a, b, retain_graph=True)
         return grads[(slice(None), *slot_a)].reshape(len(rows), dim_in)
 
     def jvp(rows: Tensor) -> Tensor:
         tangents = act_a.new_zeros(len(rows), *act_a.shape)
         tangents[(slice(None), *slot_a)] = rows.reshape(len(rows), *act_a[slot_a].shape)
-        pushed = _vjp(pullback, dummy, tangents, a, b, retain_graph=True)
+        pushed = batched_vjp(pullback, dummy, tangents, a, b, retain_graph=True)
         return pushed[(slice(None), *slot_b)].reshape(len(rows), dim_out)
 
     return JacobianOperator(chunked(jvp), chunked(vjp), dim_in, dim_out)

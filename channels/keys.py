@@ -3,7 +3,10 @@
 A spectrum is named by where its eigenvectors live and what it is the spectrum of:
 
     <site>/cov          the activation covariance at a site
-    <a>-><b>/jac        the Jacobian Gram E[J^T J] of J = d b / d a (eigenvectors at site a)
+    <a>-><b>/jac        the Jacobian Gram E[J^T J] of J = d b / d a (eigenvectors at site a); for
+                        sequences the mean over every block J(t, s), s = t and s != t pooled
+    <a>-><b>/jac_self   sequences only: the Gram of the s = t blocks (carries a residual identity)
+    <a>-><b>/jac_cross  sequences only: the Gram of the s != t blocks (what moves between tokens)
     <a>/jac_vs_cov      the comparison of the two at site a (metrics only)
 
 In a spectra file (`spectra.npz`) each key holds `<key>/eigenvalues` (one row per measurement),
@@ -17,7 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 COV, JAC, JAC_VS_COV = "cov", "jac", "jac_vs_cov"
-KINDS = (COV, JAC, JAC_VS_COV)
+JAC_SELF, JAC_CROSS = "jac_self", "jac_cross"
+KINDS = (COV, JAC, JAC_SELF, JAC_CROSS, JAC_VS_COV)
+JAC_PARTS = {None: JAC, "self": JAC_SELF, "cross": JAC_CROSS}  # which blocks a Gram pools
 EIGENVALUES, EIGENVECTORS, STEPS = "eigenvalues", "eigenvectors", "steps"
 
 
@@ -38,7 +43,9 @@ class SpectrumKey:
         """The inverse of `str()`: `act.0/cov`, `act.0->act.1/jac`, `act.0/jac_vs_cov`."""
         where, _, kind = name.rpartition("/")
         if kind not in KINDS or not where:
-            raise ValueError(f"{name!r} is not a spectrum key (<site>/cov, <a>-><b>/jac, <a>/jac_vs_cov)")
+            raise ValueError(
+                f"{name!r} is not a spectrum key (<site>/cov, <a>-><b>/jac[_self|_cross], <a>/jac_vs_cov)"
+            )
         site, arrow, target = where.partition("->")
         return cls(kind, site, target if arrow else None)
 
@@ -55,8 +62,9 @@ def cov_key(site: str) -> SpectrumKey:
     return SpectrumKey(COV, site)
 
 
-def jac_key(a: str, b: str) -> SpectrumKey:
-    return SpectrumKey(JAC, a, b)
+def jac_key(a: str, b: str, part: str | None = None) -> SpectrumKey:
+    """The Gram of d b / d a over all blocks (part None), the s = t blocks (`self`) or s != t (`cross`)."""
+    return SpectrumKey(JAC_PARTS[part], a, b)
 
 
 def comparison_key(site: str) -> SpectrumKey:
@@ -68,9 +76,11 @@ def metric_fields(fields: Iterable[str]) -> list[tuple[SpectrumKey, str]]:
     eigenvalues, the eigenvectors or the steps)."""
     out = []
     for name in fields:
-        where, _, what = name.rpartition("/")
-        if where and what not in (EIGENVALUES, EIGENVECTORS):
-            out.append((SpectrumKey.parse(where), what))
+        parts = name.split("/")  # sites have no '/', metric names may (`sensitivity/...`)
+        kind = next((i for i, part in enumerate(parts[1:], start=1) if part in KINDS), None)
+        what = "/".join(parts[kind + 1:]) if kind is not None else ""
+        if what and what not in (EIGENVALUES, EIGENVECTORS):
+            out.append((SpectrumKey.parse("/".join(parts[: kind + 1])), what))
     return out
 
 

@@ -5,7 +5,14 @@ values), numpy or torch, any order. Tiny negatives from round-off are clipped to
 spectrum is sorted descending. Throughout, p_i = lambda_i / sum_j lambda_j.
 
 An all-zero spectrum (a dead site) has no channels: every metric returns 0.0, never NaN.
+
+`METRICS` is the one registry of named metrics (name -> function of the descending spectrum, k
+and rtol, its formula in the docstring): the SpectraCallback, `ltc spectra` and the Jacobian
+sweep all report these names. Estimators that see only power sums of a spectrum (the sketch)
+use `participation_ratio_of` and `stable_rank_of`, the same formulas.
 """
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -39,14 +46,13 @@ def entropy_effective_rank(eigs) -> float:
 def participation_ratio(eigs) -> float:
     """(sum_i lambda_i)^2 / sum_i lambda_i^2 = 1 / sum_i p_i^2."""
     lam = as_spectrum(eigs)
-    squares = (lam**2).sum()
-    return float(lam.sum() ** 2 / squares) if squares > 0 else 0.0
+    return participation_ratio_of(lam.sum(), (lam**2).sum())
 
 
 def stable_rank(eigs) -> float:
     """sum_i lambda_i / max_i lambda_i (= ||A||_F^2 / ||A||_2^2 for singular values s_i^2)."""
     lam = as_spectrum(eigs)
-    return float(lam.sum() / lam[0]) if lam[0] > 0 else 0.0
+    return stable_rank_of(lam.sum(), lam[0])
 
 
 def numerical_rank(eigs, rtol: float = DEFAULT_RTOL) -> int:
@@ -84,15 +90,92 @@ def power_law_slope(
     return float(-slope)
 
 
+def participation_ratio_of(total: float, squares: float) -> float:
+    """(sum lambda)^2 / sum lambda^2 from the two power sums (estimated ones too, e.g. a sketch's)."""
+    return float(total**2 / squares) if squares > 0 else 0.0
+
+
+def stable_rank_of(total: float, top: float) -> float:
+    """sum lambda / lambda_1 from the trace and the top eigenvalue."""
+    return float(total / top) if top > 0 else 0.0
+
+
+Metric = Callable[[np.ndarray, int, float], float]
+METRICS: dict[str, Metric] = {}
+
+
+def _metric(name: str) -> Callable[[Metric], Metric]:
+    def register(fn: Metric) -> Metric:
+        METRICS[name] = fn
+        return fn
+
+    return register
+
+
+@_metric("effective_rank")
+def _effective_rank(lam: np.ndarray, k: int, rtol: float) -> float:
+    """exp(-sum p_i log p_i), the entropy effective rank."""
+    return entropy_effective_rank(lam)
+
+
+@_metric("participation_ratio")
+def _participation_ratio(lam: np.ndarray, k: int, rtol: float) -> float:
+    """(sum lambda)^2 / sum lambda^2."""
+    return participation_ratio_of(lam.sum(), (lam**2).sum())
+
+
+@_metric("stable_rank")
+def _stable_rank(lam: np.ndarray, k: int, rtol: float) -> float:
+    """sum lambda / lambda_1."""
+    return stable_rank_of(lam.sum(), lam[0])
+
+
+@_metric("numerical_rank")
+def _numerical_rank(lam: np.ndarray, k: int, rtol: float) -> float:
+    """#{lambda_i > rtol lambda_1}."""
+    return float(numerical_rank(lam, rtol))
+
+
+@_metric("top1_share")
+def _top1_share(lam: np.ndarray, k: int, rtol: float) -> float:
+    """lambda_1 / sum lambda."""
+    return top_share(lam, 1)
+
+
+@_metric("topk_share")
+def _topk_share(lam: np.ndarray, k: int, rtol: float) -> float:
+    """sum_{i<=k} lambda_i / sum lambda."""
+    return top_share(lam, k)
+
+
+@_metric("tail_slope")
+def _tail_slope(lam: np.ndarray, k: int, rtol: float) -> float:
+    """alpha of lambda_i ~ i^(-alpha) over ranks 2..d/2 (`power_law_slope`)."""
+    return power_law_slope(lam, rtol=rtol)
+
+
+@_metric("sigma_max")
+def _sigma_max(lam: np.ndarray, k: int, rtol: float) -> float:
+    """sqrt(lambda_1): the operator norm ||J||_2 when lambda_i = sigma_i(J)^2."""
+    return float(np.sqrt(lam[0]))
+
+
+@_metric("frobenius_sq")
+def _frobenius_sq(lam: np.ndarray, k: int, rtol: float) -> float:
+    """sum lambda: ||J||_F^2 when lambda_i = sigma_i(J)^2, the total variance of a covariance."""
+    return float(lam.sum())
+
+
+METRIC_NAMES = tuple(METRICS)
+
+
 def spectrum_metrics(eigs, k: int = 10, rtol: float = DEFAULT_RTOL) -> dict[str, float]:
-    """All metrics of one spectrum under stable key names (used for logging and reports)."""
+    """Every metric of the registry `METRICS` for one spectrum, by name (logging, reports, the sweep)."""
     lam = as_spectrum(eigs)
-    return {
-        "effective_rank": entropy_effective_rank(lam),
-        "participation_ratio": participation_ratio(lam),
-        "stable_rank": stable_rank(lam),
-        "numerical_rank": float(numerical_rank(lam, rtol)),
-        "top1_share": top_share(lam, 1),
-        "topk_share": top_share(lam, k),
-        "tail_slope": power_law_slope(lam, rtol=rtol),
-    }
+    return {name: fn(lam, k, rtol) for name, fn in METRICS.items()}
+
+
+def metric_table(spectra, k: int = 10, rtol: float = DEFAULT_RTOL) -> np.ndarray:
+    """`spectrum_metrics` of each row of `spectra` (n, d) as an array (n, len(METRIC_NAMES))."""
+    rows = [list(spectrum_metrics(row, k, rtol).values()) for row in np.asarray(spectra)]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(METRIC_NAMES))

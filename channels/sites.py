@@ -1,7 +1,8 @@
 """Activation sites: where in a network to read, or overwrite, an activation.
 
-A site is either a module's output by dotted path (``net.2``, ``features.0.conv``) or, for
-Hugging Face transformers, a named place in block ``l`` of the model's block list:
+A site is either a module's output by dotted path (``net.2``, ``features.0.conv``), the whole
+network's ``input`` or ``output``, or, for Hugging Face transformers, a named place in block
+``l`` of the model's block list:
 
 - ``resid_pre.{l}``: the hidden states entering block l (the residual stream before it);
 - ``resid_post.{l}``: the hidden states leaving block l (before any final norm);
@@ -55,6 +56,10 @@ BLOCK_SITES: dict[str, tuple[tuple[str, str], ...]] = {
         ("attention", "output"),  # GPT-NeoX
     ),
 }
+
+# The network's own input and output (when no submodule has these names): `input->output` is
+# the Jacobian of the whole network, its Gram's eigenvectors live in input space.
+ROOT_SITES: dict[str, Literal["input", "output"]] = {"input": "input", "output": "output"}
 
 _NAMED_SITE = re.compile(r"^(" + "|".join(BLOCK_SITES) + r")\.(-?\d+)$")
 
@@ -139,7 +144,7 @@ def available_sites(model: nn.Module) -> list[str]:
         for kind in BLOCK_SITES:
             if _block_site(blocks[0], kind) is not None:
                 names += [f"{kind}.{layer}" for layer in range(len(blocks))]
-    return names + [path for path, _ in model.named_modules() if path]
+    return names + list(ROOT_SITES) + [path for path, _ in model.named_modules() if path]
 
 
 def _summarise(names: list[str], limit: int = 24) -> str:
@@ -181,7 +186,8 @@ def resolve_site(model: nn.Module, name: str | Site) -> Site:
         try:
             return Site(name, name, model.get_submodule(name))
         except AttributeError:
-            pass
+            if name in ROOT_SITES:
+                return Site(name, "", model, ROOT_SITES[name])
     raise LTCError(f"unknown site {name!r}; available sites: {_summarise(available_sites(model))}")
 
 

@@ -2,8 +2,10 @@
 
 At each covariance site: eigenvalues of the activation covariance (rows = samples, tokens or
 conv positions). At each Jacobian pair a->b: eigenvalues of the expected Gram E[J^T J] of
-J = d b / d a over the probe examples (for sequences: J(t, s) for the last token t and every
-s <= t), and, at site a, how the Gram's top-k eigenvectors align with the covariance's.
+J = d b / d a over the probe examples; for sequences over every block J(t, s) of every target t
+(`<a>-><b>/jac`), and apart over the s = t blocks (`jac_self`, which carry the residual
+identity for resid -> resid) and the s != t blocks (`jac_cross`). At site a, the pooled Gram and
+the whitened Gram are compared with the covariance (`channels.agreement.jacobian_vs_covariance`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from channels.compare import jacobian_vs_covariance
+from channels.agreement import jacobian_vs_covariance
 from channels.covariance import StreamingCovariance, rows_from_activation
 from channels.jacobian import GramAccumulator, iter_sequence_jacobian, site_jacobian
 from channels.keys import EIGENVALUES, EIGENVECTORS, STEPS, SpectrumKey, comparison_key, cov_key, jac_key
@@ -72,25 +74,37 @@ def _eigh_desc(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(values[::-1], 0.0, None).copy(), vectors[:, ::-1].copy()
 
 
-def _gram(model: nn.Module, probe, a: str, b: str, step: int) -> torch.Tensor:
-    """E[J^T J] of d b / d a over the probe examples (sequences: last target, all sources)."""
+def _grams(model: nn.Module, probe, a: str, b: str, step: int) -> dict[str | None, torch.Tensor]:
+    """E[J^T J] of d b / d a over the probe: pooled (None), and for sequences `self` and `cross`.
+
+    Sequences: every target t of every probe sequence, all sources; the blocks with s = t and
+    s != t go to separate accumulators, and the pooled Gram is their count-weighted mean.
+    """
     tokens = probe["input_ids"] if isinstance(probe, dict) else probe
     sequence = not torch.is_floating_point(tokens) and tokens.ndim == 2
-    accumulator: GramAccumulator | None = None
+    parts: dict[str, GramAccumulator] = {}
     try:
         if sequence:
             for i in range(tokens.shape[0]):
                 one = {k: v[i : i + 1] for k, v in probe.items()} if isinstance(probe, dict) else tokens[i : i + 1]
-                for _, block in iter_sequence_jacobian(model, one, a, b, targets=[tokens.shape[1] - 1]):
-                    accumulator = accumulator or GramAccumulator(block.shape[-1])
-                    accumulator.update(block)
+                for t, block in iter_sequence_jacobian(model, one, a, b):
+                    split = {"self": block[t : t + 1], "cross": torch.cat([block[:t], block[t + 1 :]])}
+                    for part, chosen in split.items():
+                        if len(chosen):
+                            parts.setdefault(part, GramAccumulator(block.shape[-1])).update(chosen)
         else:
             blocks = site_jacobian(model, probe, a, b)
-            accumulator = GramAccumulator(blocks.shape[-1])
-            accumulator.update(blocks)
+            parts["all"] = GramAccumulator(blocks.shape[-1])
+            parts["all"].update(blocks)
     except LTCError as exc:
         raise LTCError(f"{exc} (at step {step})") from exc
-    return accumulator.mean()
+    pooled = GramAccumulator(next(iter(parts.values())).total.shape[0])
+    for acc in parts.values():
+        pooled.merge(acc)
+    out: dict[str | None, torch.Tensor] = {None: pooled.mean()}
+    if sequence:
+        out |= {part: acc.mean() for part, acc in parts.items()}
+    return out
 
 
 def measure(model: nn.Module, probe, jacobian_probe, cfg: SpectraConfig, step: int) -> dict[str, dict]:
@@ -106,24 +120,24 @@ def measure(model: nn.Module, probe, jacobian_probe, cfg: SpectraConfig, step: i
         sites = resolve_sites(model, cfg.sites)
         with torch.no_grad(), capture(model, sites) as acts:
             call_model(model, probe)
-        covs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        covs: dict[str, torch.Tensor] = {}
         for site in sites:
             if site.name not in acts:
                 raise LTCError(f"site {site.name} was not reached by the forward pass")
             rows = _rows(acts[site.name])
             cov = StreamingCovariance(rows.shape[1], name=site.name)
             cov.update(rows, step=step)
-            values, vectors = _eigh_desc(cov.covariance())
-            covs[site.name] = (values, vectors)
-            out[str(cov_key(site.name))] = _entry(values, vectors, cfg)
+            covs[site.name] = cov.covariance()
+            out[str(cov_key(site.name))] = _entry(*_eigh_desc(covs[site.name]), cfg)
         for a, b in cfg.pairs():
             with torch.enable_grad():
-                values, vectors = _eigh_desc(_gram(model, jacobian_probe, a, b, step))
-            out[str(jac_key(a, b))] = _entry(values, vectors, cfg)
-            if a in covs and len(covs[a][0]) == len(values):
-                k = min(cfg.top_k, len(values))
+                grams = _grams(model, jacobian_probe, a, b, step)
+            for part, gram in grams.items():
+                out[str(jac_key(a, b, part))] = _entry(*_eigh_desc(gram), cfg)
+            if a in covs and covs[a].shape == grams[None].shape:
+                k = min(cfg.top_k, grams[None].shape[0])
                 out[str(comparison_key(a))] = {"metrics": jacobian_vs_covariance(
-                    values, vectors[:, :k], covs[a][0], covs[a][1][:, :k], k, cfg.rtol)}
+                    grams[None], covs[a], k, cfg.rtol)}
     finally:
         model.train(was_training)
     return out

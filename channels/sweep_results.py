@@ -1,15 +1,20 @@
-"""Merge a Jacobian sweep's items and shard totals into every number `ltc jacobian` reports.
+"""Merge a Jacobian sweep's items and sums into every number `ltc jacobian` reports.
 
-- per item and source: the table (context, target, source, distance = t - s, metrics,
-  singular values) of all finished items;
-- metrics against the distance t - s: per exact distance and per bin (0, 1, 2, 3-4, 5-8, ...,
-  sides s <= t and s > t apart), with median, quartiles, mean and count over (context, t);
-- the founding spectra: J(t, t) and J(t, t - 2) at the first context's last target;
+- per item and source: the table (context, target, source, distance = t - s, metrics, their
+  standard errors for the sketch, singular values) of all finished items;
+- metrics against the distance t - s: per bin (0, 1, 2, 3-4, 5-8, ..., sides s <= t and s > t
+  apart), with median, quartiles, mean and count over (context, t) (NaN entries, which the
+  sketch leaves where it has no estimate, are left out);
+- the founding spectra (exact method): J(t, t) and J(t, t - 2) at the first context's last target;
 - the expected Grams E[J^T J] (input side) and E[J J^T] (output side), for s = t (`self`),
-  s != t (`cross`) and all pairs pooled (`all`), their eigenvalues and top-k eigenvectors;
-- the covariance at every site and `jacobian_vs_covariance` of each Gram with the covariance
-  on its side (input side: site a; output side: site b), over the top k = min(top_k, d / 2)
-  eigenvectors (k close to the width d would make any two subspaces overlap).
+  s != t (`cross`) and all blocks pooled (`all`), their eigenvalues and top-k eigenvectors;
+- at site a: `jacobian_vs_covariance` of each input-side Gram with Cov(a) (sensitivity, and the
+  whitened Gram); at site b: the measured Cov(b) against the propagated covariance
+  sum_s J(t, s) Cov(a) J(t, s)^T (first order, positions independent), from s = t alone
+  (`self`) and from every s (`all`), with `channels.agreement.matrix_agreement`;
+- the Jacobian lens: the token-averaged self block E_t[J(t, t)] (t >= lens_skip_first) and its
+  singular values, for the lens file.
+Comparisons use k = min(top_k, d / 2) eigenvectors (k close to d makes any subspaces overlap).
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from channels.compare import jacobian_vs_covariance
-from channels.jacobian import GramAccumulator
-from channels.metrics import spectrum_metrics
+from channels.agreement import jacobian_vs_covariance, matrix_agreement
+from channels.metrics import METRIC_NAMES, spectrum_metrics
 from channels.spectra import load_npz
-from channels.sweep import METRICS, PARTS, SIDES, Pair, ShardState, Sweep
+from channels.sweep import Sweep
+from channels.sweep_items import FOUNDING
+from channels.sweep_state import PARTS, SIDES, ShardState
 from lth.errors import LTCError
 
 QUANTILES = {"q25": 25, "median": 50, "q75": 75}
+COLUMNS = ("context", "target", "source", "metrics", "metric_se", "singular_values", "seconds")
 
 
 def distance_bin(distance: np.ndarray) -> np.ndarray:
@@ -41,6 +48,9 @@ def bin_range(index: int) -> tuple[int, int]:
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {name: float("nan") for name in (*QUANTILES, "mean")}
     out = {name: float(np.percentile(values, q)) for name, q in QUANTILES.items()}
     out["mean"] = float(values.mean())
     return out
@@ -55,41 +65,36 @@ def metric_curves(distance: np.ndarray, metrics: np.ndarray, by_bin: bool) -> li
             where = chosen & (keys == key)
             lo, hi = bin_range(int(key)) if by_bin else (int(key), int(key))
             row = {"side": side, "distance": [lo, hi], "n": int(where.sum())}
-            row |= {name: _stats(metrics[where, j]) for j, name in enumerate(METRICS)}
+            row |= {name: _stats(metrics[where, j]) for j, name in enumerate(METRIC_NAMES)}
             rows.append(row)
     return rows
 
 
 def _eigh_desc(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    values, vectors = np.linalg.eigh(matrix.cpu().numpy())
+    values, vectors = np.linalg.eigh(matrix.cpu().double().numpy())
     return np.clip(values[::-1], 0.0, None).copy(), vectors[:, ::-1].copy()
 
 
-def _pair_table(
-    sweep: Sweep, index: int, finished: list[tuple[int, int, int]]
-) -> dict[str, np.ndarray]:
+def _pair_table(sweep: Sweep, index: int, finished: list[tuple[int, int, int]]) -> dict:
     """All finished items of one pair as flat arrays over (item, source)."""
-    columns: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("context", "target", "source", "metrics", "singular_values", "seconds")
-    }
-    founding: dict[str, np.ndarray] = {}
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
+    founding: dict[str, list[np.ndarray]] = {}
     keys = sorted((c, t) for k, c, t in finished if k == index)
     for c, t in keys:
         path = sweep.item_path(index, c, t)
         if not path.is_file():
             raise LTCError(
-                f"{path} is listed as finished but missing: delete {sweep.out / 'state'} "
+                f"{path} is listed as finished but missing: delete {sweep.layout.state} "
                 "and re-run to recompute"
             )
         item = load_npz(path)
         n = len(item["sources"])
-        columns["context"].append(np.full(n, c))
-        columns["target"].append(np.full(n, t))
-        columns["source"].append(item["sources"])
-        columns["metrics"].append(item["metrics"])
-        columns["singular_values"].append(item["singular_values"])
-        columns["seconds"].append(item["seconds"][None])
-        for name in ("s_eq_t", "s_eq_t_minus_2"):
+        item["context"], item["target"] = np.full(n, c), np.full(n, t)
+        item["source"], item["seconds"] = item["sources"], item["seconds"][None]
+        item.setdefault("metric_se", np.full_like(item["metrics"], np.nan))
+        for name in COLUMNS:
+            columns[name].append(item[name])
+        for name in FOUNDING:
             if f"full/{name}" in item:
                 founding.setdefault(f"founding/{name}", []).append(item[f"full/{name}"])
                 founding.setdefault(f"founding/{name}/at", []).append(np.asarray([c, t]))
@@ -97,14 +102,13 @@ def _pair_table(
         return {}
     table = {k: np.concatenate(v) for k, v in columns.items()}
     table["distance"] = table["target"] - table["source"]
-    table |= {k: np.stack(v) for k, v in founding.items()}
-    return table
+    return table | {k: np.stack(v) for k, v in founding.items()}
 
 
 def _founding(table: dict[str, np.ndarray], rtol: float) -> dict:
     """Metrics of the founding spectra at the first item that has them (context 0, t = L - 1 first)."""
     out = {}
-    for name in ("s_eq_t", "s_eq_t_minus_2"):
+    for name, offset in FOUNDING.items():
         if f"founding/{name}" in table:
             at = table[f"founding/{name}/at"]
             first = np.lexsort((-at[:, 1], at[:, 0]))[0]
@@ -113,78 +117,100 @@ def _founding(table: dict[str, np.ndarray], rtol: float) -> dict:
             out[name] = {
                 "context": c,
                 "t": t,
-                "s": t if name == "s_eq_t" else t - 2,
-                "sigma_max": float(sigma[0]),
+                "s": t - offset,
                 "sigma_min": float(sigma[-1]),
                 **spectrum_metrics(sigma**2, rtol=rtol),
             }
     return out
 
 
-def _gram(state: ShardState, pair: Pair, side: str, part: str) -> GramAccumulator:
-    if part != "all":
-        return state.grams[(pair.slug, side, part)]
-    pooled = GramAccumulator(state.grams[(pair.slug, side, "self")].total.shape[0])
-    for piece in PARTS:
-        pooled.merge(state.grams[(pair.slug, side, piece)])
-    return pooled
+def _mean(state: ShardState, slug: str, name: str) -> tuple[torch.Tensor, int]:
+    acc = state.sums[(slug, name)]
+    return acc.mean(), acc.count
 
 
-def collect(sweep: Sweep, top_k: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """(summary for JSON, arrays for npz) of every finished item and the pooled totals."""
-    state = sweep.merged_state()
-    rtol = sweep.settings.rtol
-    summary: dict = {"metric_names": list(METRICS), "pairs": {}, "covariance": {}}
-    arrays: dict[str, np.ndarray] = {"metric_names": np.asarray(METRICS)}
-    covs = {}
-    for site, cov in state.covs.items():
-        if cov.count < 2:
-            continue
-        values, vectors = _eigh_desc(cov.covariance())
-        covs[site] = (values, vectors)
-        summary["covariance"][site] = {
-            "tokens": cov.count,
-            **spectrum_metrics(values, min(top_k, len(values)), rtol),
+def _grams(state: ShardState, slug: str, side: str) -> dict[str, tuple[torch.Tensor, int]]:
+    """The Gram of each part and of all blocks pooled (count-weighted), with block counts."""
+    parts = {part: _mean(state, slug, f"gram/{side}/{part}") for part in PARTS}
+    count = sum(n for _, n in parts.values())
+    pooled = sum(m * n for m, n in parts.values()) / max(count, 1)
+    return {**{p: v for p, v in parts.items() if v[1]}, **({"all": (pooled, count)} if count else {})}
+
+
+def _pair_entry(sweep: Sweep, index: int, state: ShardState, covs: dict, top_k: int) -> tuple[dict, dict]:
+    """(summary entry, arrays) of one pair; ({}, {}) when it has no finished item."""
+    pair, rtol = sweep.pairs[index], sweep.settings.rtol
+    table = _pair_table(sweep, index, state.items)
+    if not table:
+        return {}, {}
+    arrays = {f"{pair.slug}/{k}": v for k, v in table.items()}
+    entry = {
+        "method": sweep.settings.method,
+        "items": len(table["seconds"]),
+        "blocks": len(table["source"]),
+        "causal": sweep.causal[pair],
+        "founding": _founding(table, rtol),
+        "distance_bins": metric_curves(table["distance"], table["metrics"], by_bin=True),
+        "gram": {},
+        "jacobian_vs_covariance": {},
+        "propagation": {},
+        "seconds": table["seconds"],
+    }
+    for side in SIDES:
+        site = pair.a if side == "in" else pair.b
+        for part, (gram, count) in _grams(state, pair.slug, side).items():
+            values, vectors = _eigh_desc(gram)
+            k = min(top_k, max(1, len(values) // 2))
+            key = f"{side}/{part}"
+            arrays[f"{pair.slug}/gram/{key}/eigenvalues"] = values
+            arrays[f"{pair.slug}/gram/{key}/eigenvectors"] = vectors[:, :k]
+            entry["gram"][key] = {"blocks": count, **spectrum_metrics(values, k, rtol)}
+            if side == "in" and gram.shape == covs[site].shape:
+                entry["jacobian_vs_covariance"][key] = {
+                    "site": site, **jacobian_vs_covariance(gram, covs[site], k, rtol)
+                }
+    cov_b = covs[pair.b]
+    k = min(top_k, max(1, cov_b.shape[0] // 2))
+    prop_self, n_targets = _mean(state, pair.slug, "prop/self")
+    prop_cross, _ = _mean(state, pair.slug, "prop/cross")
+    for name, predicted in (("self", prop_self), ("all", prop_self + prop_cross)):
+        arrays[f"{pair.slug}/propagated/{name}"] = predicted.cpu().numpy()
+        entry["propagation"][name] = {
+            "site": pair.b, "targets": n_targets, **matrix_agreement(cov_b, predicted, k)
         }
+    lens, count = _mean(state, pair.slug, "lens")
+    if count:
+        sigma = torch.linalg.svdvals(lens).cpu().numpy()
+        arrays[f"{pair.slug}/lens/singular_values"] = sigma
+        entry["lens"] = {"targets": count, **spectrum_metrics(sigma**2, top_k, rtol)}
+        entry["lens_matrix"] = lens.float().cpu()
+    return entry, arrays
+
+
+def collect(sweep: Sweep, top_k: int) -> tuple[dict, dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """(summary for JSON, arrays for npz, lens tensors) of every finished item and the sums."""
+    state = sweep.merged_state()
+    covs = {site: cov.covariance() for site, cov in sweep.covariances().items()}
+    summary: dict = {"metric_names": list(METRIC_NAMES), "pairs": {}, "covariance": {}}
+    arrays: dict[str, np.ndarray] = {"metric_names": np.asarray(METRIC_NAMES)}
+    lens: dict[str, torch.Tensor] = {}
+    for site, cov in covs.items():
+        values, vectors = _eigh_desc(cov)
+        summary["covariance"][site] = spectrum_metrics(values, min(top_k, len(values)), sweep.settings.rtol)
         arrays[f"cov/{site}/eigenvalues"] = values
         arrays[f"cov/{site}/eigenvectors"] = vectors[:, :top_k]
     seconds = []
     for index, pair in enumerate(sweep.pairs):
-        table = _pair_table(sweep, index, state.items)
-        if not table:
+        entry, pair_arrays = _pair_entry(sweep, index, state, covs, top_k)
+        if not entry:
             continue
-        seconds.append(table["seconds"])
-        arrays |= {f"{pair.slug}/{k}": v for k, v in table.items()}
-        entry = {
-            "items": len(table["seconds"]),
-            "blocks": len(table["source"]),
-            "causal": sweep.causal[pair],
-            "founding": _founding(table, rtol),
-            "distance_bins": metric_curves(table["distance"], table["metrics"], by_bin=True),
-            "gram": {},
-            "jacobian_vs_covariance": {},
-        }
-        for side in SIDES:
-            site = pair.a if side == "in" else pair.b
-            for part in (*PARTS, "all"):
-                gram = _gram(state, pair, side, part)
-                if gram.count == 0:
-                    continue
-                values, vectors = _eigh_desc(gram.mean())
-                k = min(top_k, max(1, len(values) // 2))
-                key = f"{side}/{part}"
-                arrays[f"{pair.slug}/gram/{key}/eigenvalues"] = values
-                arrays[f"{pair.slug}/gram/{key}/eigenvectors"] = vectors[:, :k]
-                entry["gram"][key] = {"blocks": gram.count, **spectrum_metrics(values, k, rtol)}
-                if site in covs:
-                    cov_values, cov_vectors = covs[site]
-                    entry["jacobian_vs_covariance"][key] = {
-                        "site": site,
-                        "k": k,
-                        **jacobian_vs_covariance(
-                            values, vectors[:, :k], cov_values, cov_vectors[:, :k], k, rtol
-                        ),
-                    }
+        seconds.append(entry.pop("seconds"))
+        if "lens_matrix" in entry:
+            lens[pair.name] = entry.pop("lens_matrix")
+            lens[f"{pair.name}/singular_values"] = torch.from_numpy(
+                pair_arrays[f"{pair.slug}/lens/singular_values"].copy()
+            )
+        arrays |= pair_arrays
         summary["pairs"][pair.name] = entry
     if seconds:
         times = np.concatenate(seconds)
@@ -192,6 +218,6 @@ def collect(sweep: Sweep, top_k: int) -> tuple[dict, dict[str, np.ndarray]]:
             "total": float(times.sum(axis=1).mean()),
             "jacobian": float(times[:, 0].mean()),
             "singular_values": float(times[:, 1].mean()),
-            "gram": float(times[:, 2].mean()),
+            "sums": float(times[:, 2].mean()),
         }
-    return summary, arrays
+    return summary, arrays, lens

@@ -11,6 +11,7 @@ COMMANDS = {
     "spectra": ("experiments.commands.spectra", "spectra of a run's saved weights, without training"),
     "seeds": ("experiments.commands.seeds", "IMP with controls over several seeds, then the report"),
     "report": ("experiments.commands.report", "the ticket tests and verdict report of one or more runs"),
+    "calibrate": ("experiments.commands.calibrate", "the verdict on planted worlds of known truth (confusion matrices)"),
     "workspace": ("experiments.commands.workspace", "a saved W&B workspace comparing an experiment's levels and seeds"),
     "jacobian": ("experiments.commands.jacobian", "residual-stream Jacobian spectra of a transformer over many tokens"),
     "bench": ("experiments.commands.bench", "the benchmark suite: ratios measured side by side"),

@@ -29,6 +29,11 @@ class Launch:
     config: Path
     run_dir: Path
 
+    @property
+    def log_name(self) -> str:
+        """The log file's name: the label with every run of non-alphanumerics as one '_'."""
+        return re.sub(r"[^A-Za-z0-9]+", "_", self.label).strip("_") + ".log"
+
 
 @dataclass
 class LaunchTally:
@@ -93,7 +98,7 @@ def run_subprocesses(launches: list[Launch], workers: int, threads: int, log_dir
     while pending or active:
         while pending and len(active) < workers:
             launch = pending.pop(0)
-            log = log_dir / f"{launch.run_dir.name}.log"
+            log = log_dir / launch.log_name
             with open(log, "w") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "imp", "--config", str(launch.config)],
                                         stdout=out, stderr=subprocess.STDOUT, env=env)

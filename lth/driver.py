@@ -238,7 +238,7 @@ class IMPDriver:
             name=branch.name, level=level, seed=self.env.seed, data_order_seed=self.env.data_order_seed,
             ticket=self._mask(ticket_files), theta_k=self._theta_k,
             ticket_weights=lambda: self._trained(ticket_files),
-            previous_weights=lambda: self._trained(self.layout.job(level - 1)), fresh_init=self._fresh_init,
+            dense_weights=lambda: self._trained(self.layout.job(0)), fresh_init=self._fresh_init,
             test_error=self.env.test_error, basis_change=self.env.basis_change,
             instability_points=self.cfg.instability_points, sgd_lr=self.cfg.basis_sgd_lr)
         plan = branch.plan(context)

@@ -17,8 +17,18 @@
       mask.safetensors  weights.safetensors  metrics.json  [spectra.npz]  DONE
       checkpoints/last.ckpt             while the job is unfinished
 
-The writer (`lth.driver`) and every reader (`channels`, `experiments`) go through `RunLayout`;
-no other module spells a name of this tree.
+    <sweep_dir>/                        one `ltc jacobian` sweep (`SweepLayout`)
+      sweep.json  config.yaml           what is measured (the re-run check), the resolved config
+      results.json  results.npz         the merged results of every finished item
+      lens.safetensors                  the token-averaged Jacobians (the Jacobian lens) and their spectra
+      figures/[<a>__<b>/]<name>.png     figures, one directory per pair
+      items/<a>__<b>/c<ctx>-t<t>.npz    one (context, target) item
+      state/covariance.npz              the covariance at every site (computed before any item)
+      state/shard-<I>-of-<N>.npz        one shard's finished work and running totals
+      wandb/                            the offline W&B run
+
+The writer (`lth.driver`) and every reader (`channels`, `experiments`) go through `RunLayout`
+(`SweepLayout` for sweeps); no other module spells a name of these trees.
 """
 from __future__ import annotations
 
@@ -43,10 +53,19 @@ WANDB = "wandb"
 MEASURED_SPECTRA = "spectra"
 LOGS = "logs"
 SUBMITIT = "submitit"
+CALIBRATION = "calibration.json"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "index.html"
 VERDICT = "verdict.json"
 FIGURES = "figures"
+
+SWEEP_IDENTITY = "sweep.json"
+RESULTS_JSON = "results.json"
+RESULTS_NPZ = "results.npz"
+LENS = "lens.safetensors"
+ITEMS = "items"
+STATE = "state"
+COVARIANCE_STATE = "covariance.npz"
 
 _LEVEL = re.compile(r"^level_(\d+)$")
 
@@ -124,6 +143,11 @@ class ReportFiles:
     @property
     def figures(self) -> Path:
         return self.dir / FIGURES
+
+    @property
+    def calibration(self) -> Path:
+        """`ltc calibrate`'s confusion matrices (in its report directory)."""
+        return self.dir / CALIBRATION
 
     def figure(self, name: str) -> Path:
         return self.figures / f"{name}.png"
@@ -203,3 +227,89 @@ class RunLayout:
     def branch_names(self) -> list[str]:
         """The branch directories present, sorted."""
         return sorted(p.name for p in self.branches.iterdir() if p.is_dir()) if self.branches.is_dir() else []
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """The paths of one `ltc jacobian` output directory (pairs are named by their slug `a__b`)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def identity(self) -> Path:
+        return self.root / SWEEP_IDENTITY
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / RESULTS_JSON
+
+    @property
+    def results_npz(self) -> Path:
+        return self.root / RESULTS_NPZ
+
+    @property
+    def lens(self) -> Path:
+        return self.root / LENS
+
+    @property
+    def figures(self) -> Path:
+        return self.root / FIGURES
+
+    def figure(self, name: str, slug: str | None = None) -> Path:
+        """`figures/<name>.png`, or `figures/<slug>/<name>.png` for a pair's figure."""
+        return (self.figures if slug is None else self.figures / slug) / f"{name}.png"
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE
+
+    @property
+    def covariance_state(self) -> Path:
+        return self.state / COVARIANCE_STATE
+
+    def shard_state(self, index: int, count: int) -> Path:
+        return self.state / f"shard-{index}-of-{count}.npz"
+
+    def shard_states(self) -> list[Path]:
+        """Every shard's state file present, sorted."""
+        return sorted(self.state.glob("shard-*-of-*.npz"))
+
+    def item(self, slug: str, context: int, target: int) -> Path:
+        return self.root / ITEMS / slug / f"c{context:05d}-t{target:05d}.npz"
+
+    @property
+    def wandb(self) -> Path:
+        return self.root / WANDB
+
+
+@dataclass(frozen=True)
+class CalibrationLayout:
+    """`ltc calibrate`'s directory: one run directory per planted world and seed, and a report.
+
+        <out>/<world>/seed_<s>/   a run directory (RunLayout)
+        <out>/logs/               subprocess logs
+        <out>/report/             calibration.json, report.md, index.html, figures/
+    """
+
+    root: Path
+
+    def run(self, world: str, seed: int) -> Path:
+        return Path(self.root) / world / f"seed_{seed}"
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.root) / LOGS
+
+    @property
+    def report(self) -> ReportFiles:
+        return ReportFiles(Path(self.root) / REPORT)
+
+
+DEFAULT_CALIBRATION = CalibrationLayout(Path("runs") / "calibration")

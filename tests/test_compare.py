@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from channels.compare import jacobian_vs_covariance, linear_cka, principal_angles, subspace_overlap
+from channels.compare import linear_cka, principal_angles, subspace_overlap
 from lth.errors import LTCError
 
 
@@ -83,40 +83,3 @@ def test_cka_by_hand_and_constant_side():
     assert linear_cka(x, np.ones((4, 3))) == 0.0
     with pytest.raises(LTCError, match="same rows"):
         linear_cka(x, np.ones((5, 2)))
-
-
-def test_jacobian_matching_covariance_agrees_fully():
-    d, k = 16, 4
-    vectors = random_basis(d, d, seed=7)
-    eigs = np.arange(1, d + 1, dtype=float) ** -1.5
-    result = jacobian_vs_covariance(10 * eigs, vectors, eigs, -vectors, k)  # scale and sign free
-    assert result["topk_overlap"] == pytest.approx(1.0, abs=1e-12)
-    assert result["topk_overlap_chance"] == pytest.approx(k / d)
-    assert result["log_spectrum_corr"] == pytest.approx(1.0, abs=1e-12)
-    assert result["log_spectrum_gap"] == pytest.approx(0.0, abs=1e-12)
-    assert result["jac/effective_rank"] == pytest.approx(result["cov/effective_rank"])
-    assert result["jac/tail_slope"] == pytest.approx(1.5)
-    assert all(isinstance(value, float) for value in result.values())
-
-
-def test_jacobian_orthogonal_to_covariance_and_different_shape():
-    d, k = 12, 3
-    vectors = np.eye(d)
-    cov_eigs = np.sort(np.random.default_rng(8).uniform(1, 2, d))[::-1]
-    jac_eigs = np.array([1.0] + [1e-2] * (d - 1))  # one dominant channel versus a flat spread
-    rolled = np.roll(vectors, k, axis=1)  # Jacobian's top-k are covariance directions k..2k-1
-    result = jacobian_vs_covariance(jac_eigs, rolled, cov_eigs, vectors, k)
-    assert result["topk_overlap"] == pytest.approx(0.0, abs=1e-15)
-    assert result["jac/top1_share"] > 0.8 > result["cov/top1_share"]
-    assert result["log_spectrum_gap"] > 1.0
-
-
-def test_jacobian_vs_covariance_rejects_mismatches():
-    vectors = np.eye(6)
-    eigs = np.arange(6, 0, -1.0)
-    with pytest.raises(LTCError, match="same site"):
-        jacobian_vs_covariance(eigs[:5], np.eye(5), eigs, vectors, 2)
-    with pytest.raises(LTCError, match="k=7"):
-        jacobian_vs_covariance(eigs, vectors, eigs, vectors, 7)
-    with pytest.raises(LTCError, match="descending"):
-        jacobian_vs_covariance(eigs[::-1], vectors, eigs, vectors, 2)

@@ -19,16 +19,11 @@ from channels.spectra import load_npz
 from experiments.cli import main as ltc
 from experiments.data.corpus import token_blocks
 from experiments.models.hf import load_model
+from channels.metrics import METRIC_NAMES as METRICS
+from channels.sweep import Sweep
+from channels.sweep_plan import Pair, is_causal, source_positions, target_order
 from channels.sweep_results import distance_bin
-from channels.sweep import (
-    METRICS,
-    Pair,
-    Sweep,
-    is_causal,
-    item_jacobian,
-    source_positions,
-    target_order,
-)
+from channels.jacobian import iter_sequence_jacobian
 from wandb_offline import read_runs
 
 LENGTH = 10
@@ -123,7 +118,9 @@ def test_item_jacobian_matches_autograd_and_causality(models, name):
     ids = torch.randint(0, 256, (LENGTH,), generator=torch.Generator().manual_seed(3))
     for t in (LENGTH - 1, 4):
         reference = reference_jacobian(loaded.model, ids, t)
-        ours = item_jacobian(loaded.model, ids, PAIR, t, list(range(LENGTH)), chunk_size=5)
+        ((_, ours),) = iter_sequence_jacobian(
+            loaded.model, ids[None], PAIR.a, PAIR.b, targets=[t], chunk_size=5
+        )
         torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-12)
         after = ours[t + 1 :].abs().sum()
         if t == LENGTH - 1:
@@ -199,7 +196,8 @@ def test_founding_plots_json_and_offline_wandb(models, tmp_path, capsys):
     summary = __import__("json").loads((out / "results.json").read_text())
     entry = summary["pairs"][PAIR.name]
     assert entry["founding"]["s_eq_t"]["t"] == LENGTH - 1 and entry["causal"]
-    assert {"in/all", "out/all"} <= entry["jacobian_vs_covariance"].keys()
+    assert {"in/self", "in/cross", "in/all"} <= entry["jacobian_vs_covariance"].keys()
+    assert {"self", "all"} <= entry["propagation"].keys()
     (run,) = read_runs(out / "wandb")
     logged = run.history[0]
     assert logged[f"jacobian/{PAIR.name}/founding/s_eq_t/effective_rank"] == pytest.approx(
@@ -254,11 +252,11 @@ def test_resume_after_interruption_recomputes_nothing(models, single_run, tmp_pa
     original = Sweep.compute_item
     calls = []
 
-    def interrupt_after_two(self, item, grams):
+    def interrupt_after_two(self, item, covs):
         if len(calls) == 2:
             raise KeyboardInterrupt
         calls.append(item.key)
-        return original(self, item, grams)
+        return original(self, item, covs)
 
     out = tmp_path / "run"
     monkeypatch.setattr(Sweep, "compute_item", interrupt_after_two)
@@ -266,9 +264,9 @@ def test_resume_after_interruption_recomputes_nothing(models, single_run, tmp_pa
     assert not (out / "results.json").exists()
     first = list(calls)
 
-    def counting(self, item, grams):
+    def counting(self, item, covs):
         calls.append(item.key)
-        return original(self, item, grams)
+        return original(self, item, covs)
 
     monkeypatch.setattr(Sweep, "compute_item", counting)
     assert ltc(base_args(models, out)) == 0
@@ -288,6 +286,7 @@ def test_two_shards_merge_to_the_single_run(models, single_run, tmp_path, capsys
     assert not (out / "results.npz").exists() and "other shards remain" in capsys.readouterr().out
     assert ltc(base_args(models, out) + ["--shard", "1/2"]) == 0
     assert sorted(p.name for p in (out / "state").iterdir()) == [
+        "covariance.npz",
         "shard-0-of-2.npz",
         "shard-1-of-2.npz",
     ]

@@ -23,6 +23,8 @@ KEYS = [
     "top1_share",
     "topk_share",
     "tail_slope",
+    "sigma_max",
+    "frobenius_sq",
 ]
 
 
@@ -116,3 +118,13 @@ def test_bad_spectra_raise(bad):
 def test_top_share_needs_positive_k():
     with pytest.raises(LTCError, match="k >= 1"):
         top_share(np.ones(3), 0)
+
+
+def test_registry_documents_every_metric_and_fills_the_table():
+    from channels.metrics import METRIC_NAMES, METRICS, metric_table
+
+    assert list(METRIC_NAMES) == KEYS and all(fn.__doc__ for fn in METRICS.values())
+    table = metric_table(np.array([[4.0, 2.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]), k=2)
+    assert table.shape == (2, len(KEYS))
+    assert table[0, KEYS.index("sigma_max")] == pytest.approx(2.0)
+    assert table[1, KEYS.index("frobenius_sq")] == pytest.approx(4.0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lth.driver
-from channels.rundata import Trained
+from channels.verdict.rundata import Trained
 from channels.spectra import load_npz
 from experiments.cli import main
 from lth import rundir

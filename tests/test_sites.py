@@ -183,8 +183,21 @@ def test_unknown_site_lists_available_sites(gpt2):
     assert "transformer.h.0.attn" in message and "more" in message
     with pytest.raises(LTCError, match="out of range"):
         resolve_site(gpt2, "resid_post.2")
-    with pytest.raises(LTCError, match="available sites: 0, 1"):
+    with pytest.raises(LTCError, match="available sites: input, output, 0, 1"):
         resolve_site(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), "resid_pre.0")
+
+
+def test_the_whole_network_input_and_output_are_sites():
+    from channels.jacobian import site_jacobian
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).eval()
+    x = torch.randn(4, 5)
+    blocks = site_jacobian(net, x, "input", "output")
+    reference = torch.stack([torch.autograd.functional.jacobian(net, x[i : i + 1])[0, :, 0] for i in range(4)])
+    torch.testing.assert_close(blocks, reference)
+    with pytest.raises(LTCError, match="unknown site"):
+        resolve_site(net, "inputs")
 
 
 def test_non_tensor_output_is_a_clear_error(gpt2, ids):

@@ -26,7 +26,7 @@ def test_measure_matches_numpy_and_autograd():
         gram += jac.T @ jac / 10
     np.testing.assert_allclose(out["act.0->act.1/jac"]["eigenvalues"],
                                np.clip(np.sort(np.linalg.eigvalsh(gram))[::-1], 0, None), rtol=1e-8, atol=1e-12)
-    assert 0.0 <= out["act.0/jac_vs_cov"]["metrics"]["topk_overlap"] <= 1.0
+    assert 0.0 <= out["act.0/jac_vs_cov"]["metrics"]["sensitivity/topk_overlap"] <= 1.0
     assert out["act.0/cov"]["eigenvectors"].shape == (7, 3)
 
 
@@ -74,3 +74,33 @@ def test_ltc_spectra_on_saved_weights(tmp_path, capsys):
     assert main(["spectra", "--run_dir", str(run), "--level", "7"]) == 2
     assert "no finished level 7" in capsys.readouterr().err
     assert main(["spectra", "--run_dir", str(tmp_path)]) == 2
+
+
+def test_sequence_grams_average_every_target_with_self_and_cross_apart():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from channels.sites import run_sites, site_function
+
+    torch.manual_seed(0)
+    net = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=32, n_positions=16, bos_token_id=0,
+                                     eos_token_id=0, attn_implementation="eager")).double().eval()
+    probe = torch.randint(0, 32, (2, 5), generator=torch.Generator().manual_seed(1))
+    cfg = SpectraConfig(sites=["resid_pre.0"], jacobians=["resid_pre.0->resid_post.0"], top_k=3)
+    out = measure(net, probe, probe, cfg, step=0)
+    grams = {"self": np.zeros((8, 8)), "cross": np.zeros((8, 8))}
+    counts = {"self": 0, "cross": 0}
+    for ids in probe:
+        act = run_sites(net, ids[None], ["resid_pre.0"])["resid_pre.0"].detach()
+        f = site_function(net, ids[None], "resid_pre.0", "resid_post.0")
+        full = torch.autograd.functional.jacobian(f, act)[0, :, :, 0].numpy()  # (T, d, T, d)
+        for t in range(5):
+            for s in range(5):
+                part = "self" if s == t else "cross"
+                grams[part] += full[t, :, s].T @ full[t, :, s]
+                counts[part] += 1
+    for part, key in (("self", "jac_self"), ("cross", "jac_cross")):
+        want = np.clip(np.sort(np.linalg.eigvalsh(grams[part] / counts[part]))[::-1], 0, None)
+        np.testing.assert_allclose(out[f"resid_pre.0->resid_post.0/{key}"]["eigenvalues"], want, rtol=1e-8, atol=1e-12)
+    pooled = (grams["self"] + grams["cross"]) / (counts["self"] + counts["cross"])
+    np.testing.assert_allclose(out["resid_pre.0->resid_post.0/jac"]["eigenvalues"],
+                               np.clip(np.sort(np.linalg.eigvalsh(pooled))[::-1], 0, None), rtol=1e-8, atol=1e-12)

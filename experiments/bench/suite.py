@@ -57,8 +57,9 @@ from lth.rundir import write_text
 if TYPE_CHECKING:
     from typing import Self
 
-CPU_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "callback", "end_to_end")
-CUDA_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "precision", "callback", "end_to_end")
+CPU_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "callback", "end_to_end")
+CUDA_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "precision", "callback",
+              "end_to_end")
 DEFAULT_CONFIG = "configs/mnist1d_imp.yaml"
 
 
@@ -85,6 +86,9 @@ class Sizes:
     chunk_rows: int
     chunk_sizes: tuple[int, ...]  # 0 = choose from free CUDA memory
     train_steps: int | None  # steps per training of the callback and end-to-end cases; None = the config's
+    sketch_context: int = 32  # jacobian_sketch: context, targets, random VJPs per target
+    sketch_targets: int = 2
+    sketch_size: int = 64
 
 
 ALL_SHAPES = ("mnist1d-mlp", "lenet-300-100", "wide-mlp")
@@ -96,11 +100,12 @@ SIZES = {
     "full": FULL,
     "quick": replace(FULL, masking_steps=20, masking_rounds=3, masking_shapes=ALL_SHAPES[:2], cov_rows=32_768,
                      cov_dim=128, cov_repeats=2, jac_context=32, jac_rows=4, jac_pairs=1, svd_context=8,
-                     chunk_context=32, chunk_rows=16, chunk_sizes=(4, 16), train_steps=300),
+                     chunk_context=32, chunk_rows=16, chunk_sizes=(4, 16), train_steps=300, sketch_context=16,
+                     sketch_targets=1),
     "tiny": replace(FULL, masking_steps=2, masking_rounds=1, masking_shapes=ALL_SHAPES[:1], cov_rows=512,
                     cov_dim=16, cov_chunk=128, cov_repeats=1, jac_context=8, jac_rows=2, jac_pairs=1,
                     svd_context=4, top_k=8, block_size=4, n_iter=4, jac_chunk=8, chunk_context=8, chunk_rows=4,
-                    chunk_sizes=(2, 4), train_steps=20),
+                    chunk_sizes=(2, 4), train_steps=20, sketch_context=4, sketch_targets=1, sketch_size=4),
 }
 CUDA_FULL = replace(FULL, masking_steps=100, cov_rows=262_144, jac_context=1024, jac_rows=256, svd_context=1024,
                     jac_chunk=64, chunk_context=1024, chunk_rows=256, chunk_sizes=(16, 0))
@@ -225,7 +230,8 @@ class LazyCase:
 CASES: dict[str, Case] = {
     "masking": LazyCase("masking"), "covariance": LazyCase("covariance"), "jacobian": LazyCase("jacobian"),
     "jacobian_chunks": LazyCase("jacobian", "chunks_case"), "precision": LazyCase("jacobian", "precision_case"),
-    "callback": LazyCase("callback"), "end_to_end": LazyCase("end_to_end"),
+    "jacobian_sketch": LazyCase("jacobian_sketch"), "callback": LazyCase("callback"),
+    "end_to_end": LazyCase("end_to_end"),
 }
 
 

@@ -1,16 +1,19 @@
 """`ltc jacobian`: residual-stream Jacobian spectra of a transformer over many tokens, beside the covariance.
 
     ltc jacobian --config configs/gpt2_residual_jacobian.yaml [--model gpt2] [--text PATH]
+                 [--method exact|sketch] [--sketch_size 64] [--lens_layers true]
                  [--context_length 1024] [--contexts 4] [--targets 4] [--limit 2]
                  [--device cuda] [--shard 0/2] [--out DIR] [--wandb.mode offline|disabled]
 
 For each pair a->b (default `resid_pre.0->resid_post.<last>`), J(t, s) = d b[t] / d a[s] for
-every source s of `targets` target positions t in each of `contexts` token contexts: singular
-values and spectral metrics per (context, t, s), the expected Grams, the covariance at the
-same sites, and the comparison of both. Writes to `--out` (default
-runs/jacobian-<model>-<hash8>, the hash of what is measured, not of how much): figures/*.png,
-results.json, results.npz, items/ and state/ (see channels.sweep), and a W&B run
-under wandb/ (offline by default). Interrupted sweeps resume where they stopped; running again
+every source s of `targets` target positions t in each of `contexts` token contexts, exactly
+or sketched (`--method`): spectral metrics per (context, t, s), the expected Grams, the
+covariance at the same sites, their comparisons (channels.agreement), the Jacobian lens (the
+token-averaged self block; `--lens_layers` adds resid_pre.l->last for every layer l) and the
+block coupling across depth and tokens (channels.coupling). Writes to `--out` (default
+runs/jacobian-<model>-<hash8>, the hash of what is measured, not of how much; names in
+lth.layout.SweepLayout): figures/, results.json, results.npz, lens.safetensors, items/ and
+state/, and a W&B run under wandb/ (offline by default). Interrupted sweeps resume where they stopped; running again
 with more contexts or targets extends the sweep. Results cover every finished item in the
 directory.
 
@@ -29,18 +32,24 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 
-from channels.sweep import METRICS, Pair, Sweep, SweepSettings, parse_pair
+from channels.coupling import measure_coupling
+from channels.metrics import METRIC_NAMES
+from channels.sweep import Sweep
+from channels.sweep_plan import Pair, SweepSettings, parse_pair, target_order
 from channels.sweep_results import collect
 from experiments.config import base_parser, parse
 from experiments.data.corpus import read_documents, token_blocks
 from experiments.models.hf import load_model, model_slug, normalise_site
+from experiments.report.jacobian_summary import scalars, summary_lines
 from experiments.settings import WandbConfig
 from lth import rundir
 from lth.errors import LTCError
+from lth.layout import SweepLayout
 from lth.rundir import config_hash
 
 console = Console(highlight=False, soft_wrap=True)
 DEFAULT_PAIR = "resid_pre.0->resid_post.-1"
+SKETCH_IDENTITY = ("sketch_size", "sketch_topk", "sketch_topk_offsets", "krylov_block", "krylov_iters")
 
 
 def build_parser() -> ArgumentParser:
@@ -77,6 +86,16 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(SweepSettings, None)
     parser.add_argument(
         "--top_k", type=int, default=16, help="eigenvectors compared between Gram and covariance"
+    )
+    parser.add_argument(
+        "--lens_layers", type=bool, default=False,
+        help="add the pairs resid_pre.l->resid_post.<last> for every layer l (the Jacobian lens)",
+    )
+    parser.add_argument(
+        "--coupling_targets", type=int, default=4, help="tokens of the block coupling (0: none)"
+    )
+    parser.add_argument(
+        "--coupling_length", type=int, default=64, help="context prefix the coupling runs on"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the order of the contexts")
     parser.add_argument("--device", type=str, default="cpu", help="cpu, cuda or cuda:N")
@@ -123,9 +142,9 @@ def device_of(name: str) -> str:
     return name
 
 
-def prepare_out(out: Path, identity: dict, config_text: str) -> None:
+def prepare_out(layout: SweepLayout, identity: dict, config_text: str) -> None:
     """Create the output directory, refusing one that holds a sweep of another identity."""
-    stored = out / "sweep.json"
+    out, stored = layout.root, layout.identity
     if stored.is_file():
         previous = json.loads(stored.read_text())
         if previous != identity:
@@ -139,36 +158,14 @@ def prepare_out(out: Path, identity: dict, config_text: str) -> None:
     elif out.exists() and any(out.iterdir()):
         raise LTCError(f"{out} exists, is not empty and has no sweep.json: pick another --out")
     rundir.write_json(stored, identity)
-    rundir.write_text(out / "config.yaml", config_text)
-
-
-def scalars(summary: dict) -> dict[str, float]:
-    """The summary's numbers as flat W&B keys: jacobian/<pair>/..., spectra/<site>/cov/<metric>."""
-    out = {}
-    for pair, entry in summary["pairs"].items():
-        for name, values in entry["founding"].items():
-            out |= {
-                f"jacobian/{pair}/founding/{name}/{k}": v
-                for k, v in values.items()
-                if isinstance(v, float)
-            }
-        for key, values in entry["gram"].items():
-            out |= {f"jacobian/{pair}/gram/{key}/{k}": v for k, v in values.items()}
-        for key, values in entry["jacobian_vs_covariance"].items():
-            out |= {
-                f"jacobian/{pair}/vs_cov/{key}/{k}": v
-                for k, v in values.items()
-                if not isinstance(v, str)
-            }
-    for site, values in summary["covariance"].items():
-        out |= {f"spectra/{site}/cov/{k}": v for k, v in values.items()}
-    return out
+    rundir.write_text(layout.config, config_text)
 
 
 def log_wandb(
-    out: Path, cfg: WandbConfig, summary: dict, figures: list[Path], config: dict
+    layout: SweepLayout, cfg: WandbConfig, summary: dict, figures: list[Path], config: dict
 ) -> None:
     """One W&B run (offline by default, files under out/wandb): scalars, distance table, figures."""
+    out = layout.root
     mode = cfg.resolved_mode()
     if mode == "disabled":
         return
@@ -185,68 +182,49 @@ def log_wandb(
         tags=list(cfg.tags),
         config=config,
     )
-    columns = ["pair", "side", "distance_lo", "distance_hi", "n"] + [f"{m}/median" for m in METRICS]
+    columns = ["pair", "side", "distance_lo", "distance_hi", "n"] + [f"{m}/median" for m in METRIC_NAMES]
     table = wandb.Table(columns=columns)
     for pair, entry in summary["pairs"].items():
         for row in entry["distance_bins"]:
             table.add_data(
-                pair, row["side"], *row["distance"], row["n"], *(row[m]["median"] for m in METRICS)
+                pair, row["side"], *row["distance"], row["n"], *(row[m]["median"] for m in METRIC_NAMES)
             )
     images = {
-        f"figures/{p.relative_to(out / 'figures').with_suffix('')}": wandb.Image(str(p))
+        f"figures/{p.relative_to(layout.figures).with_suffix('')}": wandb.Image(str(p))
         for p in figures
     }
     run.log({**scalars(summary), "jacobian/distance_bins": table, **images})
     run.finish()
 
 
-def summary_lines(summary: dict) -> list[str]:
-    lines = []
-    for pair, entry in summary["pairs"].items():
-        lines.append(
-            f"{pair}: {entry['items']} (context, t) items, {entry['blocks']} blocks J(t, s), "
-            f"{'causal' if entry['causal'] else 'non-causal'}"
-        )
-        for name, f in entry["founding"].items():
-            lines.append(
-                f"  founding {name:<15} (context {f['context']}, t {f['t']}): sigma_1 {f['sigma_max']:.3g}, "
-                f"sigma_min {f['sigma_min']:.3g}, numerical rank {f['numerical_rank']:.0f}, "
-                f"effective rank {f['effective_rank']:.1f}, top-1 share {f['top1_share']:.3f}"
-            )
-        for row in entry["distance_bins"]:
-            if row["side"] == "s<=t" and row["distance"][0] in (0, 1, 2, 3, 9, 65, 513):
-                lo, hi = row["distance"]
-                lines.append(
-                    f"  t - s in [{lo}, {hi}]: median effective rank {row['effective_rank']['median']:.1f}, "
-                    f"numerical rank {row['numerical_rank']['median']:.0f}, "
-                    f"||J||_F^2 {row['frobenius_sq']['median']:.3g} (n={row['n']})"
-                )
-        for key, c in entry["jacobian_vs_covariance"].items():
-            lines.append(
-                f"  Gram {key:<10} eff. rank {c['jac/effective_rank']:.1f} vs covariance at {c['site']} "
-                f"{c['cov/effective_rank']:.1f}; top-{c['k']} overlap {c['topk_overlap']:.2f} "
-                f"(chance {c['topk_overlap_chance']:.2f}), log-spectrum corr {c['log_spectrum_corr']:.2f}"
-            )
-    if "seconds_per_item" in summary:
-        s = summary["seconds_per_item"]
-        lines.append(
-            f"time per (context, t) item: {s['total']:.2f} s (Jacobian {s['jacobian']:.2f}, "
-            f"singular values {s['singular_values']:.2f}, Gram {s['gram']:.2f})"
-        )
-    return lines
-
-
-def write_results(sweep: Sweep, args: Namespace, meta: dict) -> tuple[dict, list[Path]]:
-    """results.json, results.npz and the figures of every finished item."""
+def write_results(sweep: Sweep, args: Namespace, meta: dict, coupling: dict | None) -> tuple[dict, list[Path]]:
+    """results.json, results.npz, lens.safetensors and the figures of every finished item."""
     from channels.spectra import save_npz
     from experiments.report.jacobian_figures import all_figures
 
-    summary, arrays = collect(sweep, args.top_k)
+    summary, arrays, lens = collect(sweep, args.top_k)
     summary = {**meta, **summary}
-    save_npz(sweep.out / "results.npz", arrays)
-    figures = all_figures(arrays, summary, sweep.pairs, sweep.sites, sweep.out / "figures")
-    rundir.write_json(sweep.out / "results.json", summary)
+    if coupling is not None:
+        arrays |= {f"coupling/{k}": coupling[k] for k in ("depth", "tokens")}
+        summary["coupling"] = {k: v for k, v in coupling.items() if k not in ("depth", "tokens")}
+    layout = sweep.layout
+    save_npz(layout.results_npz, arrays)
+    if lens:
+        rundir.save_tensors(layout.lens, lens)
+    figures = all_figures(arrays, summary, sweep.pairs, sweep.sites, layout)
+    rundir.write_json(layout.results_json, summary)
     return summary, figures
+
+
+def coupling_of(sweep: Sweep, n_layers: int, args: Namespace) -> dict | None:
+    """Block coupling on the first `coupling_length` tokens of context 0 (None when off)."""
+    if args.coupling_targets < 1:
+        return None
+    length = min(args.coupling_length, sweep.length)
+    skip = min(sweep.settings.lens_skip_first, length - 1)
+    targets = sorted(t for t in target_order(length, length) if t >= skip)[-args.coupling_targets :]
+    ids = sweep.blocks[0, :length].to(sweep.device)[None]
+    return measure_coupling(sweep.model, ids, n_layers, targets, min(args.top_k, 8), sweep.chunk_size)
 
 
 def measured_identity(
@@ -266,6 +244,14 @@ def measured_identity(
         "dtype": args.dtype,
         "seed": args.seed,
         "max_distance": settings.max_distance,
+        "covariance_contexts": settings.covariance_contexts,
+        "method": settings.method,
+        **(
+            {k: getattr(settings, k) for k in SKETCH_IDENTITY}
+            if settings.method == "sketch"
+            else {}
+        ),
+        "lens_skip_first": settings.lens_skip_first,
         "rtol": settings.rtol,
         "keep_singular_values": settings.keep_singular_values,
         "covariance_skip_first": settings.covariance_skip_first,
@@ -294,6 +280,10 @@ def main(argv: list[str]) -> int:
         Pair(normalise_site(p.a, loaded.n_layers), normalise_site(p.b, loaded.n_layers))
         for p in pairs
     ]
+    if args.lens_layers:
+        last = f"resid_post.{loaded.n_layers - 1}"
+        pairs += [Pair(f"resid_pre.{layer}", last) for layer in range(loaded.n_layers)]
+        pairs = list(dict.fromkeys(pairs))
     documents = read_documents(args.text, args.dataset, args.dataset_split, args.dataset_column)
     length = min(args.context_length, loaded.max_positions or args.context_length)
     blocks = token_blocks(documents, loaded.encode, length, args.seed)
@@ -302,18 +292,18 @@ def main(argv: list[str]) -> int:
         args.out or Path("runs") / f"jacobian-{model_slug(args.model)}-{config_hash(identity)}"
     )
     sweep = Sweep(out, loaded.model, blocks, pairs, settings)
-    prepare_out(out, identity, parser.dump(args, skip_none=False))
+    prepare_out(sweep.layout, identity, parser.dump(args, skip_none=False))
     console.print(
         f"{args.model} ({loaded.n_layers} blocks, width {loaded.width}, tokenizer {loaded.tokenizer}) "
         f"on {args.device}: {sweep.n_contexts} context(s) of {sweep.length} tokens out of {len(blocks)}, "
         f"{len(sweep.targets)} target(s) each, pairs {', '.join(p.name for p in pairs)}; out {out}"
     )
     sweep.run_shard(index, count, args.progress)
-    items, contexts = sweep.missing()
-    if items or contexts:
+    items = sweep.missing()
+    if items:
         console.print(
-            f"shard {index}/{count} finished; {len(items)} item(s) and {len(contexts)} covariance "
-            "context(s) of other shards remain: the last shard to finish writes the results"
+            f"shard {index}/{count} finished; {len(items)} item(s) of other shards remain: "
+            "the last shard to finish writes the results"
         )
         return 0
     meta = {
@@ -325,11 +315,12 @@ def main(argv: list[str]) -> int:
         "device": args.device,
         "dtype": args.dtype,
     }
-    summary, figures = write_results(sweep, args, meta)
-    log_wandb(out, wandb_cfg, summary, figures, {**identity, "shards": count})
+    summary, figures = write_results(sweep, args, meta, coupling_of(sweep, loaded.n_layers, args))
+    log_wandb(sweep.layout, wandb_cfg, summary, figures, {**identity, "shards": count})
     for line in summary_lines(summary):
         console.print(line)
     console.print(
-        f"wrote {out / 'results.json'}, {out / 'results.npz'} and {len(figures)} figures under {out / 'figures'}"
+        f"wrote {sweep.layout.results_json}, {sweep.layout.results_npz} and {len(figures)} figures "
+        f"under {sweep.layout.figures}"
     )
     return 0

@@ -1,5 +1,8 @@
 """`ltc report`: the ticket tests on one or more run directories, the verdict, and a report.
 
+The verdict is shown beside the latest calibration (`ltc calibrate`): how often the battery is
+right on planted worlds of known truth.
+
 Writes `report/` (of the first run dir, or `--out`): `index.html` (self-contained, figures
 inlined), `report.md`, `verdict.json` and `figures/*.png`; logs a W&B summary run
 (job_type=summary) beside the level runs; prints the verdict table.
@@ -23,7 +26,8 @@ def build_parser():
                         help="run directories written by `ltc imp` (several seeds / data orders of one config)")
     parser.add_argument("--out", type=str | None, default=None,
                         help="report directory (default: <first run dir>/report)")
-    parser.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples of the intervals over seeds")
+    parser.add_argument("--calibration", type=str | None, default=None,
+                        help="calibration.json to show beside the verdict (default: runs/calibration/report/)")
     parser.add_argument("--wandb.mode", type=str | None, default=None,
                         help="offline (default), online or disabled: the W&B summary run")
     return parser
@@ -38,7 +42,7 @@ def main(argv: list[str]) -> int:
     cfg = parse(build_parser(), argv)
     mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
     out = Path(cfg.out) if cfg.out else None
-    result = build_report([Path(d) for d in cfg.run_dir], out, mode, cfg.n_boot)
+    result = build_report([Path(d) for d in cfg.run_dir], out, mode, cfg.calibration)
     print_verdict(result)
     files = ReportFiles(out) if out else RunLayout(Path(cfg.run_dir[0])).report
     console.print(f"report: {files.html}")

@@ -3,7 +3,8 @@
 Any `ltc imp` config works: `ltc seeds --config configs/mnist1d_imp.yaml --seeds '[0,1,2]'`, or
 a recipe that carries its own `seeds:` (configs/mnist1d_seeds.yaml). Each init seed S is one
 `ltc imp` run (seed_everything = S, the config's controls); each extra data order D adds a run
-from the same init (data_order_seed = D, no controls), which T3 compares unit by unit. Runs are
+from the same init (data_order_seed = D, no controls); the battery averages a seed's runs, so
+seeds stay its units (readings need >= 5 of them). Runs are
 ordinary run directories (resumable, skipped when finished); `--workers N` runs N of them at once
 as `ltc imp` subprocesses, each on `--threads` torch threads.
 """
@@ -30,9 +31,10 @@ SEED_KEYS = ("seeds", "data_order_seeds", "workers", "threads", "launcher", "exe
 
 def build_parser() -> ArgumentParser:
     parser = imp_parser("ltc seeds", "IMP with controls over several seeds (and data orders), then the ticket report.")
-    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="init seeds, one run with controls each")
+    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2, 3, 4],
+                        help="init seeds, one run with controls each (the verdict reads from >= 5)")
     parser.add_argument("--data_order_seeds", type=list[int], default=[],
-                        help="extra data orders run from each init seed (no controls), for T3's same-init pairs")
+                        help="extra data orders run from each init seed (no controls)")
     parser.add_argument("--workers", type=int, default=1, help="runs at once (subprocesses when > 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per run (1 is fastest for small models on shared CPUs)")

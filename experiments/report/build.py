@@ -7,18 +7,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from channels.rundata import RunData, load_run
-from channels.stability import stability_rows, stability_summary
-from channels.tickets import run_tests, verdict
+from channels.verdict.battery import run_battery, verdict
+from channels.verdict.rundata import RunData, load_run
+from channels.verdict.stability import stability_rows, stability_summary
 from experiments.config import experiment_id, load_run_config
 from experiments.report.document import write_document
 from experiments.report.figures import all_figures
-from experiments.report.probe import ProbeActivations
+from experiments.report.networks import RunNetworks
 from experiments.report.verdict import verdict_document
 from experiments.report.wandb_summary import log_summary_run
 from lth import rundir
 from lth.errors import LTCError
-from lth.layout import ReportFiles, RunLayout
+from lth.layout import DEFAULT_CALIBRATION, ReportFiles, RunLayout
 from lth.rundir import config_hash
 
 
@@ -52,18 +52,30 @@ def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
     return runs
 
 
+def latest_calibration(path: Path | None = None) -> dict | None:
+    """The calibration `ltc calibrate` wrote (default runs/calibration/report/calibration.json), if any."""
+    path = Path(path) if path is not None else DEFAULT_CALIBRATION.report.calibration
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise LTCError(f"{path} is not a calibration file ({exc}); re-run `ltc calibrate` or delete it") from exc
+
+
 def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str = "offline",
-                 n_boot: int = 2000) -> dict:
+                 calibration: Path | None = None) -> dict:
     """Run the ticket tests on `run_dirs`, write the report into `out` (default <first run>/report),
     log the W&B summary run unless `wandb_mode` is disabled; returns the verdict dict (also
-    verdict.json)."""
+    verdict.json), with the latest calibration beside it."""
     if wandb_mode not in ("offline", "online", "disabled"):
         raise LTCError(f"wandb.mode must be offline, online or disabled, got {wandb_mode!r}")
     runs = load_runs([Path(d) for d in run_dirs])
     files = ReportFiles(Path(out)) if out is not None else RunLayout(runs[0].dir).report
     started = time.perf_counter()
-    results = run_tests(runs, ProbeActivations.for_runs(runs), n_boot)
+    results = run_battery(runs, RunNetworks.for_runs(runs))
     result = verdict(results)
+    result["calibration"] = latest_calibration(calibration)
     result["experiment"] = group_id(runs[0].experiment, [run_experiment_id(r) for r in runs])
     result["runs"] = [{"dir": str(r.dir), "seed": r.seed, "data_order_seed": r.data_order_seed,
                        "levels": sorted(r.levels), "branches": sorted(r.branches)} for r in runs]

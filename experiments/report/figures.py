@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from channels.compare import subspace_overlap
-from channels.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors
-from channels.stability import STABLE_BARRIER, stability_rows
-from channels.tickets import TestResult
+from channels.verdict.base import TestResult
+from channels.verdict.battery import TESTS
+from channels.verdict.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors
+from channels.verdict.stability import STABLE_BARRIER, stability_rows
 from experiments.report.document import Figure
-from experiments.report.plotting import plt, save_figure
+from channels.plotting import plt, save_figure
 from lth.branches import BRANCHES, style
 from lth.layout import ReportFiles
 
@@ -86,30 +87,6 @@ def spectra_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
                   f"Final eigenvalue spectra per level of {run.name} (normalised, log-log); dashed: random prune.")
 
 
-def signature_figure(t1: TestResult, path: Path) -> Figure | None:
-    """Effective rank and top-1 share against % remaining, per line and spectrum (T1's rows)."""
-    rows = t1.details.get("signature") or []
-    if not rows:
-        return None
-    keys = sorted({r["spectrum"] for r in rows})
-    fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 6), squeeze=False)
-    for col, key in enumerate(keys):
-        for line in sorted({r["line"] for r in rows}):
-            pick = sorted((r for r in rows if r["spectrum"] == key and r["line"] == line), key=lambda r: -r["density"])
-            look = style(line)
-            x = [100 * r["density"] for r in pick]
-            for row, metric in enumerate(("effective_rank", "top1_share")):
-                axes[row][col].plot(x, [r[metric] for r in pick], marker=look.marker, color=look.color, label=line,
-                                    linestyle=look.linestyle)
-        for row, metric in enumerate(("effective rank", "top-1 share")):
-            ax = axes[row][col]
-            _remaining_axis(ax)
-            ax.set_title(f"{key}: {metric}", fontsize=9)
-    axes[0][0].legend(fontsize=7)
-    return Figure("signature", save_figure(fig, path),
-                  "T1: effective rank and top-1 share of each spectrum against % remaining, mean over runs.")
-
-
 def level_overlap_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
     """Top-k subspace overlap between the levels of the ticket line (unit-aligned), mean over runs."""
     keys = spectrum_keys(runs[0].dense.spectra) if runs[0].dense.spectra is not None else []
@@ -135,65 +112,6 @@ def level_overlap_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
         fig.colorbar(image, ax=ax, fraction=0.046)
     return Figure("level_overlap", save_figure(fig, path),
                   "Top-k subspace overlap (mean squared cosine) between the ticket line's levels, mean over runs.")
-
-
-def pair_figure(t3: TestResult, path: Path) -> Figure | None:
-    """T3's pairs as two matrices over runs: weight identity and channel similarity (both chance-corrected)."""
-    pairs = t3.details.get("pairs") or []
-    if not pairs:
-        return None
-    names = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
-    index = {n: i for i, n in enumerate(names)}
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), squeeze=False)
-    for ax, what in zip(axes[0][:2], ("identity", "similarity"), strict=True):
-        matrix = np.full((len(names), len(names)), np.nan)
-        for p in pairs:
-            matrix[index[p["a"]], index[p["b"]]] = matrix[index[p["b"]], index[p["a"]]] = p[what]
-        image = ax.imshow(matrix, vmin=-0.1, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(names)), names, rotation=45, fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        for (i, j), value in np.ndenumerate(matrix):
-            if np.isfinite(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w" if value < 0.5 else "k")
-        ax.set_title("weight identity (weighted IoU excess)" if what == "identity" else "channel similarity (excess)",
-                     fontsize=9)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    ax = axes[0][2]
-    trajectory = t3.details.get("trajectory") or []
-    for i, kind in enumerate(sorted({t["kind"] for t in trajectory})):
-        steps = [t for t in trajectory if t["kind"] == kind]
-        x = [100 * t["density"] for t in steps]
-        ax.plot(x, [t["similarity"] for t in steps], marker="o", color=f"C{i}", label=f"{kind}: channel similarity")
-        ax.plot(x, [t["identity"] for t in steps], marker="s", linestyle="--", color=f"C{i}",
-                label=f"{kind}: weight identity")
-    _remaining_axis(ax)
-    ax.legend(fontsize=7)
-    return Figure("pairs", save_figure(fig, path),
-                  "T3: pairs of tickets at their sparsest common level (left, middle) and, right, mean identity and "
-                  "similarity per level by pair kind. Same init: subspace overlap; different inits: CKA beyond "
-                  "the inits' CKA, units matched. All chance-corrected.")
-
-
-def localisation_figure(t4: TestResult, path: Path) -> Figure | None:
-    """T4's localisation score per level and spectrum, with the reading thresholds."""
-    from channels.tickets import T4_CHANNELS, T4_SUBCIRCUITS
-
-    rows = t4.details.get("per_level") or []
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for i, key in enumerate(sorted({r["spectrum"] for r in rows})):
-        pick = sorted((r for r in rows if r["spectrum"] == key), key=lambda r: -r["density"])
-        ax.plot([100 * r["density"] for r in pick], [r["score"] for r in pick], marker="o", color=f"C{i}", label=key)
-    ax.axhline(T4_SUBCIRCUITS, color="k", linestyle="--", linewidth=0.8, label="subcircuits above")
-    ax.axhline(T4_CHANNELS, color="k", linestyle=":", linewidth=0.8, label="channels below")
-    ax.axhline(0, color="grey", linewidth=0.5)
-    _remaining_axis(ax)
-    ax.set_ylabel("localisation score")
-    ax.legend(fontsize=7)
-    return Figure("localisation", save_figure(fig, path),
-                  "T4: how much of the dense channels' mass sits on the ticket's most-kept units "
-                  "(0 = chance, 1 = all).")
 
 
 def instability_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
@@ -226,13 +144,15 @@ def instability_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
 
 
 def all_figures(runs: Sequence[RunData], results: Sequence[TestResult], files: ReportFiles) -> list[Figure]:
-    """Every figure the runs allow, written into the report's figures folder."""
-    by_test = {r.test: r for r in results}
+    """Every figure the runs allow, written into the report's figures folder: the runs' own, then
+    each test's (`TicketTest.figure`)."""
     made = [accuracy_figure(runs, files.figure("accuracy")),
             spectra_figure(runs, files.figure("spectra")),
-            signature_figure(by_test["T1"], files.figure("signature")),
             level_overlap_figure(runs, files.figure("level_overlap")),
-            pair_figure(by_test["T3"], files.figure("pairs")),
-            localisation_figure(by_test["T4"], files.figure("localisation")),
             instability_figure(runs, files.figure("instability"))]
+    for test, result in zip(TESTS, results, strict=True):
+        path = test.figure(result, files.figure(test.key)) if test.figure is not None else None
+        if path is not None:
+            made.append(Figure(test.key, path, f"{test.key} {test.title}: each seed's value (dots), the mean and "
+                                                f"its 95% t-interval per site, and the rule's thresholds."))
     return [f for f in made if f is not None]

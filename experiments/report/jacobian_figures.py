@@ -9,7 +9,9 @@
 - `spectra_by_distance.png`: median singular values sigma_i of J(t, s) at a few distances;
 - `gram_vs_covariance.png`: eigenvalue shares p_i = lambda_i / sum lambda of the expected Grams
   (self, cross, all) beside the covariance on the same side, with the top-k overlap;
-- `covariance.png` (top level): the covariance spectra of every site.
+- `covariance.png` (top level): the covariance spectra of every site;
+- the panels of `experiments.report.jacobian_panels` (heat maps over (t, s), the
+  Jacobian-versus-covariance panel, the lens spectrum, the block coupling).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from channels.sweep_plan import Pair
 from channels.sweep_results import metric_curves
-from channels.sweep import SIDES, Pair
-from experiments.report.plotting import plt, save_figure
+from channels.sweep_state import SIDES
+from experiments.report.jacobian_panels import panel_figures
+from channels.plotting import plt, save_figure
+from lth.layout import SweepLayout
 
 CURVES = (
     "effective_rank",
@@ -104,7 +109,7 @@ def spectra_figure(arrays: dict[str, np.ndarray], pair: Pair, path: Path) -> Pat
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ranks = np.arange(1, sigma.shape[1] + 1)
     for i, d in enumerate(SHOWN_DISTANCES):
-        chosen = distance == d
+        chosen = (distance == d) & np.isfinite(sigma).all(axis=1)
         if chosen.any():
             ax.plot(
                 ranks,
@@ -161,8 +166,8 @@ def gram_figure(arrays: dict[str, np.ndarray], summary: dict, pair: Pair, path: 
         overlap = compared.get(f"{side}/all")
         note = (
             (
-                f"\ntop-{overlap['k']} overlap {overlap['topk_overlap']:.2f} "
-                f"(chance {overlap['topk_overlap_chance']:.2f})"
+                f"\ntop-{overlap['sensitivity/k']} overlap {overlap['sensitivity/topk_overlap']:.2f} "
+                f"(chance {overlap['sensitivity/topk_overlap_chance']:.2f})"
             )
             if overlap
             else ""
@@ -195,21 +200,22 @@ def all_figures(
     summary: dict,
     pairs: list[Pair],
     sites: list[str],
-    directory: Path,
+    layout: SweepLayout,
 ) -> list[Path]:
     """Every figure of the sweep's finished items; returns the paths written."""
-    paths: list[Path | None] = [covariance_figure(arrays, sites, directory / "covariance.png")]
+    paths: list[Path | None] = [covariance_figure(arrays, sites, layout.figure("covariance"))]
     for pair in pairs:
         if f"{pair.slug}/metrics" not in arrays:
             continue
-        here = directory / pair.slug
         paths += [
-            founding_figure(arrays, pair, name, here / f"founding_{name}.png")
+            founding_figure(arrays, pair, name, layout.figure(f"founding_{name}", pair.slug))
             for name in ("s_eq_t", "s_eq_t_minus_2")
         ]
         paths += [
-            metrics_figure(arrays, pair, here / "metrics_vs_distance.png"),
-            spectra_figure(arrays, pair, here / "spectra_by_distance.png"),
-            gram_figure(arrays, summary, pair, here / "gram_vs_covariance.png"),
+            metrics_figure(arrays, pair, layout.figure("metrics_vs_distance", pair.slug)),
+            spectra_figure(arrays, pair, layout.figure("spectra_by_distance", pair.slug)),
+            gram_figure(arrays, summary, pair, layout.figure("gram_vs_covariance", pair.slug)),
         ]
+        paths += panel_figures(arrays, summary, pair, layout)
+    paths += panel_figures(arrays, summary, None, layout)
     return [p for p in paths if p is not None]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from channels.keys import SpectrumKey, metric_fields, stored_keys
-from channels.rundata import RunData, Trained, final_eigenvalues
+from channels.verdict.rundata import RunData, Trained, final_eigenvalues
 from lth.branches import TICKET
 
 SPEC = Path(__file__).with_name("spectra_by_level.vl.json")

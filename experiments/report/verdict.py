@@ -1,114 +1,114 @@
-"""The ticket report as a `Document`: the verdict, the tests' table, the runs, stability, the
-figures and each test's details."""
+"""The ticket report as a `Document`: the verdict and why, the tests' readings per site, the
+calibration on planted worlds beside it, the runs, stability, the figures and each test's details."""
 from __future__ import annotations
 
 import numpy as np
 
-from channels.tickets import CHANNELS, SUBCIRCUITS
+from channels.verdict.base import CHANNELS, NO_TICKET, SUBCIRCUITS, TICKET
+from channels.verdict.battery import TESTS
 from experiments.report.document import Document, Figure, Section, Table
 
-READING_STYLE = {CHANNELS: "bold green", SUBCIRCUITS: "bold magenta", "inconclusive": "yellow", "not run": "dim"}
-VERDICT_HEADERS = ["test", "title", "statistic", "effect [95% CI]", "seeds", "null", "reading", "rule"]
-CONSOLE_HEADERS = ["test", "title", "effect [95% CI]", "seeds", "reading"]
+READING_STYLE = {CHANNELS: "bold green", SUBCIRCUITS: "bold magenta", NO_TICKET: "bold yellow", TICKET: "green",
+                 "inconclusive": "yellow", "not run": "dim", "conflict": "red"}
+TEST_HEADERS = ["test", "title", "site", "effect [95% CI]", "seeds", "reading", "votes"]
+CONSOLE_HEADERS = ["test", "site", "effect [95% CI]", "seeds", "reading"]
 STABILITY_HEADERS = ["run", "level", "density", "start", "barrier", "rise_above_chord", "error_a", "error_b", "stable"]
+COLUMNS = {t.key: list(t.columns) for t in TESTS}
 
 
 def fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value + 0.0:.{digits}f}".replace("-0.000", "0.000") if digits == 3 else f"{value + 0.0:.{digits}f}"
+        return f"{value + 0.0:.{digits}f}".replace("-0.000", "0.000")
     return str(value)
 
 
-def effect_text(test: dict) -> str:
-    lo, hi = test["ci"]
-    text = fmt(test["effect"])
+def effect_text(site: dict) -> str:
+    lo, hi = site["ci"]
+    text = fmt(site["effect"])
     return text if lo is None else f"{text} [{fmt(lo)}, {fmt(hi)}]"
 
 
-def verdict_rows(result: dict) -> list[list[str]]:
-    """Test, what it measures, effect [95% CI], seeds, null, reading, rule: one row per test."""
+def test_rows(result: dict) -> list[list[str]]:
+    """One row per test and site: effect [95% CI], seeds, reading (provisional marked), votes."""
     rows = []
-    for name, test in result["tests"].items():
-        reading = test["reading"] + (" (provisional)" if test["provisional"] else "")
-        rows.append([name, test["title"], test["statistic"], effect_text(test), str(len(test["units"])),
-                     test["null"], reading, test["rule"]])
+    for key, test in result["tests"].items():
+        if not test["sites"]:
+            rows.append([key, test["title"], "-", "-", "0", test["reading"], "no"])
+        for site, found in test["sites"].items():
+            reading = found["reading"] + (" (provisional)" if found["provisional"] else "")
+            votes = "yes" if test["votes"] and not found["provisional"] and key != "T0" else "-"
+            rows.append([key, test["title"], site, effect_text(found), str(len(found["units"])), reading, votes])
     return rows
 
 
 def stability_table(result: dict) -> list[list[str]]:
     """The instability branch per run and level: barrier and the two copies' test errors."""
-    return [[("yes" if r[c] else "no") if c == "stable" else fmt(r[c]) for c in STABILITY_HEADERS]
-            for r in result["stability"]["rows"]]
-
-
-def _rows(records: list[dict], cols: list[str]) -> list[list[str]]:
-    return [[fmt(r[c]) for c in cols] for r in records]
-
-
-def detail_tables(test: dict) -> list[Table]:
-    """Each test's per-level / per-pair numbers."""
-    d = test["details"]
-    if test["test"] == "T1" and d.get("signature"):
-        cols = ["level", "density", "line", "spectrum", "effective_rank", "participation_ratio", "top1_share", "shape"]
-        return [Table("spectral signature (mean over runs)", cols, _rows(d["signature"], cols))]
-    if test["test"] == "T2" and d.get("overlap_with_dense"):
-        cols = ["level", "line", "spectrum", "overlap_excess", "n"]
-        return [Table("top-k overlap with the dense network, chance-corrected", cols,
-                      _rows(d["overlap_with_dense"], cols))]
-    if test["test"] == "T3" and d.get("pairs"):
-        cols = ["a", "b", "kind", "level", "density", "identity", "similarity", "effect"]
-        rows = []
-        for p in d["pairs"]:
-            ious = "; ".join(f"{n} {fmt(v['iou'], 2)} ({fmt(v['chance'], 2)})" for n, v in p["mask_iou"].items())
-            rows.append([fmt(p[c]) for c in cols] + [ious])
-        steps = ["kind", "level", "density", "identity", "similarity", "n"]
-        return [Table("pairs of tickets", [*cols, "mask IoU per layer (chance)"], rows),
-                Table("identity and similarity per level, mean over pairs of a kind", steps,
-                      _rows(d["trajectory"], steps))]
-    if test["test"] == "T4" and d.get("per_level"):
-        cols = ["level", "density", "spectrum", "share", "null_mean", "score", "p_value", "n"]
-        return [Table("localisation per level (mean over runs)", cols, _rows(d["per_level"], cols))]
-    if test["test"] in ("T5", "T6") and d.get("gaps"):
-        cols = [c for c in ("level", "control", "gap", "min", "max", "n") if c in d["gaps"][0]]
-        return [Table("accuracy gaps, ticket minus control", cols, _rows(d["gaps"], cols))]
-    return []
-
-
-def _scalars(test: dict) -> str:
-    """The single numbers a reading's rule uses besides the effect (gates, means), as text."""
-    return ", ".join(f"{k} {fmt(v)}" for k, v in test["details"].items() if isinstance(v, (int, float)) or v is None)
+    return [[fmt(r[c]) for c in STABILITY_HEADERS] for r in result["stability"]["rows"]]
 
 
 def verdict_line(result: dict) -> str:
-    return (f"Verdict: {result['verdict']} (score {result['score']:+.2f}"
-            f"{', provisional' if result['provisional'] else ''})")
+    return f"Verdict: {result['verdict']} ({result['why']}{'; provisional' if result['provisional'] else ''})"
+
+
+def calibration_paragraph(calibration: dict | None) -> str:
+    if not calibration:
+        return "No calibration found: run `ltc calibrate` to see how the battery reads planted worlds."
+    right = len(calibration["worlds"]) - len(calibration["errors"])
+    return (f"On planted worlds of known truth (`ltc calibrate`, {calibration.get('date', 'undated')}, "
+            f"{calibration.get('seeds', '?')} seeds each) the battery read {right} of {len(calibration['worlds'])} "
+            f"right: verdict error rate {calibration['error_rate']:.0%}"
+            + (f" (wrong: {', '.join(calibration['errors'])})" if calibration["errors"] else "") + ".")
+
+
+def confusion_table(matrix: dict[str, dict[str, int]], caption: str, console: bool = False) -> Table:
+    """truth x reading counts as a table (rows: truths)."""
+    columns = list(next(iter(matrix.values())))
+    rows = [[truth, *[str(counts[c]) for c in columns]] for truth, counts in matrix.items()]
+    return Table(caption, ["truth \\ reading", *columns], rows, console_columns=None if console else [])
+
+
+def _site_table(result: dict) -> Table:
+    rows = [[site, s["reading"] + (" (provisional)" if s["provisional"] else ""),
+             ", ".join(f"{k}: {v}" for k, v in s["tests"].items())] for site, s in result["sites"].items()]
+    return Table("readings per site", ["site", "reading", "from"], rows, styles=READING_STYLE)
+
+
+def test_section(test: dict) -> Section:
+    bullets = [f"statistic: {test['statistic']}", f"null: {test['null']}", f"rule: {test['rule']}"]
+    for site, found in test["sites"].items():
+        units = ", ".join(f"{k} {fmt(v)}" for k, v in found["units"].items())
+        bullets.append(f"{site}: {effect_text(found)} over {len(found['units'])} seed(s) ({units}) -> "
+                       f"{found['reading']}" + (f"; {found['note']}" if found["note"] else ""))
+    if test["note"]:
+        bullets.append(f"note: {test['note']}")
+    columns = COLUMNS.get(test["test"]) or (sorted(test["details"][0]) if test["details"] else [])
+    tables = [Table("details", columns, [[fmt(row.get(c)) for c in columns] for row in test["details"]])] \
+        if test["details"] else []
+    return Section(f"{test['test']} {test['title']}: {test['reading']}", bullets=bullets, tables=tables)
 
 
 def verdict_document(result: dict, figures: list[Figure]) -> Document:
     """The whole report of `ltc report` from its verdict dict."""
     line = verdict_line(result)
-    summary = Section("Verdict", [line, f"How: {result['rule']}."],
-                      tables=[Table("", VERDICT_HEADERS, verdict_rows(result), CONSOLE_HEADERS, READING_STYLE)],
-                      console=True)
+    summary = Section("Verdict", [line, f"How: {result['rule']}"],
+                      tables=[Table("", TEST_HEADERS, test_rows(result), CONSOLE_HEADERS, READING_STYLE),
+                              _site_table(result)], console=True)
+    calibration = result.get("calibration")
+    cal = Section("Calibration on planted worlds", [calibration_paragraph(calibration)], console=True)
+    if calibration:
+        cal.tables.append(confusion_table(calibration["confusion"]["verdict"], "verdict: truth x reading"))
     runs = Section("Runs", bullets=[f"`{r['dir']}`: seed {r['seed']}, data order {r['data_order_seed']}, levels "
-                                    f"{r['levels']}, controls {', '.join(r['branches']) or 'none'}" for r in result["runs"]])
+                                    f"{r['levels']}, branches {', '.join(r['branches']) or 'none'}"
+                                    for r in result["runs"]])
     stability = Section("Stability (linear mode connectivity)", [f"stability: {result['stability']['summary']}."],
                         console=True)
     if result["stability"]["rows"]:
         stability.tables.append(Table("", STABILITY_HEADERS, stability_table(result), console_columns=[]))
-    sections = [summary, runs, stability, Section("Figures", figures=figures)]
-    for test in result["tests"].values():
-        bullets = [f"statistic: {test['statistic']}", f"null: {test['null']}", f"rule: {test['rule']}",
-                   f"effect: {effect_text(test)} over {len(test['units'])} seed(s): "
-                   + ", ".join(f"{k} {fmt(v)}" for k, v in test["units"].items())]
-        if test["note"]:
-            bullets.append(f"note: {test['note']}")
-        bullets += list(test["details"].get("shapes", []))
-        if _scalars(test):
-            bullets.append(f"values: {_scalars(test)}")
-        sections.append(Section(f"{test['test']} {test['title']}: {test['reading']}", bullets=bullets,
-                                tables=detail_tables(test)))
+    sections = [summary, cal, runs, stability, Section("Figures", figures=figures)]
+    sections += [test_section(test) for test in result["tests"].values()]
     return Document(f"Lottery tickets: channels or subcircuits? ({result['experiment']})", sections,
                     css_class={line: f"verdict {result['verdict'].replace(' ', '_')}"})

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from channels.rundata import RunData
+from channels.verdict.rundata import RunData
 from experiments.report.document import Figure
 from experiments.report.spectra_table import (
     CHART_FIELDS,
@@ -23,12 +23,7 @@ from experiments.report.spectra_table import (
     metrics_table,
     spectra_rows,
 )
-from experiments.report.verdict import (
-    STABILITY_HEADERS,
-    VERDICT_HEADERS,
-    stability_table,
-    verdict_rows,
-)
+from experiments.report.verdict import STABILITY_HEADERS, TEST_HEADERS, stability_table, test_rows
 
 CHART = "spectra-by-level"
 SPECTRA_KEY, METRICS_KEY, CHART_KEY = "spectra/long", "metrics/table", "spectra/by_level"
@@ -52,11 +47,13 @@ def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project
                      config={"runs": [r["dir"] for r in result["runs"]], "rule": result["rule"],
                              "experiment": runs[0].experiment, "experiment_id": result["experiment"],
                              "seeds": sorted({r.seed for r in runs})})
+    if result.get("calibration"):
+        run.summary["calibration/error_rate"] = result["calibration"]["error_rate"]
     try:
         rows, kept = spectra_rows(runs, wandb.Table.MAX_ROWS)
         spectra = wandb.Table(columns=SPECTRA_COLUMNS, data=rows)
         columns, metric_rows = metrics_table(runs)
-        payload = {"verdict/table": wandb.Table(columns=VERDICT_HEADERS, data=verdict_rows(result)),
+        payload = {"verdict/table": wandb.Table(columns=TEST_HEADERS, data=test_rows(result)),
                    SPECTRA_KEY: spectra, METRICS_KEY: wandb.Table(columns=columns, data=metric_rows),
                    CHART_KEY: wandb.plot_table(chart_id(entity), spectra, CHART_FIELDS,
                                                {"title": f"{result['experiment']}: final spectra by level"})}
@@ -67,13 +64,14 @@ def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project
         spec = Path(run.dir) / SPEC.name  # a copy, not wandb's symlink into this checkout
         shutil.copyfile(SPEC, spec)
         run.save(str(spec), base_path=run.dir, policy="now")
-        run.summary.update({"verdict": result["verdict"], "score": result["score"], "spectra/ranks_kept": kept,
+        run.summary.update({"verdict": result["verdict"], "verdict_why": result["why"], "spectra/ranks_kept": kept,
                             "spectra/chart": chart_id(entity), "spectra/chart_spec": SPEC.name})
         for name, test in result["tests"].items():
             run.summary[f"{name}/reading"] = test["reading"]
-            if test["effect"] is not None:
-                run.summary[f"{name}/effect"] = test["effect"]
-            if test["ci"][0] is not None:
-                run.summary[f"{name}/ci_low"], run.summary[f"{name}/ci_high"] = test["ci"]
+            for site, found in test["sites"].items():
+                if found["effect"] is not None:
+                    run.summary[f"{name}/{site}/effect"] = found["effect"]
+                if found["ci"][0] is not None:
+                    run.summary[f"{name}/{site}/ci_low"], run.summary[f"{name}/{site}/ci_high"] = found["ci"]
     finally:
         run.finish()

@@ -1,12 +1,14 @@
 """The plan shared by the basis-dependence branches (`basis_*`): a ticket found in another basis.
 
-At level L the trained ticket of level L-1 is written in a new basis (`lth.basis`: a random
+At level L the trained dense network (level 0) is written in a new basis (`lth.basis`: a random
 rotation, or the identity for the control arm), pruned there by magnitude in one shot to the
 level-L ticket's per-tensor counts (`prune_to_counts`), rewound to theta_k written in the same
-basis, and retrained: with the recipe's optimiser, or with SGD (momentum 0.9, `imp.basis_sgd_lr`),
-under which the rotation alone changes nothing but the coordinates magnitude pruning sees.
-Identity and rotated arms go through the same one-shot procedure, so their accuracy gap is the
-cost of the basis alone.
+basis, and retrained: with the recipe's optimiser, or with SGD (momentum 0.9, `imp.basis_sgd_lr`).
+Both arms start from the same dense weights and go through the same one-shot procedure (the
+ticket's own iterative masks, already sparse in the original basis, would favour that basis), so
+their accuracy gap is the cost of the basis alone; under SGD, training the dense network in the
+rotated basis would have given exactly the rotated weights, so the gap is what magnitude pruning
+sees in the coordinates and nothing else.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ SGD_MOMENTUM = 0.9
 def basis_plan(rotate: bool, sgd: bool) -> Callable[[BranchContext], JobPlan]:
     def plan(ctx: BranchContext) -> JobPlan:
         change = ctx.basis_change(ctx.seed_of("basis")) if rotate else Identity()
-        mask = prune_to_counts(change.weights(ctx.previous_weights()), ctx.ticket)
+        mask = prune_to_counts(change.weights(ctx.dense_weights()), ctx.ticket)
         start = apply_mask(change.weights(ctx.theta_k()), mask)
         overrides = {"optimizer": "sgd", "lr": ctx.sgd_lr, "momentum": SGD_MOMENTUM} if sgd else None
         return JobPlan(mask, start, task_overrides=overrides, prepare=change.attach)

@@ -61,7 +61,7 @@ class BranchContext:
     ticket: Mask                           # the level's ticket mask
     theta_k: Callable[[], State]           # the rewind weights
     ticket_weights: Callable[[], State]    # the level's trained ticket
-    previous_weights: Callable[[], State]  # the trained ticket of the level before (level >= 1)
+    dense_weights: Callable[[], State]     # the trained dense network (level 0)
     fresh_init: Callable[[int], State]     # a new random initialisation from a seed
     test_error: Callable[[object, torch.device], float]
     basis_change: Callable[[int], object]  # seed -> a function-preserving change of basis (lth.basis)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from channels.rundata import RunData
+from channels.verdict.rundata import RunData
 
 BRANCH = "instability"
 STABLE_BARRIER = 0.02

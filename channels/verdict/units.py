@@ -1,5 +1,6 @@
 """Units of a layer: which weights belong to each unit, how much of it a mask keeps, and aligning
-the units of two networks (hidden units are only defined up to a permutation).
+the units of two networks (hidden units are only defined up to a permutation): by their
+activations (`align_units`) or by their weights (`weight_matching`).
 
 A unit layout lists, for a site, the tensors and axes indexed by its units: for the MLP site
 `act.i` (the output of `hidden.i`), unit j is row j of `hidden.i.weight` (its inputs, and
@@ -98,3 +99,37 @@ def permute_units(tensors: Mapping[str, torch.Tensor], layout: Layout, perm: np.
         if name in out:
             out[name] = out[name].index_select(axis, index)
     return out
+
+
+def weight_matching(weights_a: Mapping[str, torch.Tensor], weights_b: Mapping[str, torch.Tensor],
+                    layouts: list[Layout], sweeps: int = 5) -> list[np.ndarray]:
+    """Permutations of network b's hidden units that best match network a's weights (Ainsworth
+    et al. 2023): for each layout (one hidden layer), maximise sum over its tensors of
+    <W_a, W_b permuted> by the Hungarian algorithm, one layer at a time with the others fixed,
+    for a few sweeps. Returns one perm per layout (new unit j of b is old unit perm[j])."""
+    perms = [np.arange(weights_a[layout[0][0]].shape[layout[0][1]]) for layout in layouts]
+
+    def permuted_b() -> dict[str, torch.Tensor]:
+        out = dict(weights_b)
+        for layout, perm in zip(layouts, perms):
+            out = permute_units(out, layout, perm)
+        return out
+
+    for _ in range(sweeps):
+        changed = False
+        for i, layout in enumerate(layouts):
+            perms[i] = np.arange(len(perms[i]))
+            current = permuted_b()
+            cost = np.zeros((len(perms[i]), len(perms[i])))
+            for name, axis in layout:
+                a = weights_a[name].movedim(axis, 0).reshape(len(perms[i]), -1).double()
+                b = current[name].movedim(axis, 0).reshape(len(perms[i]), -1).double()
+                cost += (a @ b.T).numpy()
+            rows, cols = linear_sum_assignment(-cost)
+            new = np.empty(len(rows), dtype=np.int64)
+            new[rows] = cols
+            changed |= not np.array_equal(new, perms[i])
+            perms[i] = new
+        if not changed:
+            break
+    return perms

@@ -1,0 +1,145 @@
+"""Sketched sequence Jacobians: every block J(t, s) summarised from m << d_b random VJPs.
+
+For one target t, m Gaussian cotangents u_1..u_m at position t (rows of U, E[u u^T] = I) give,
+from one batch of VJPs, y_i(s) = J(t, s)^T u_i for every source s at once. With A = J J^T and
+M_ij = y_i . y_j = u_i^T A u_j (independent u_i):
+
+    ||J||_F^2     = tr A    ~ (1/m) sum_i M_ii                    (Hutchinson; unbiased)
+    ||J J^T||_F^2 = tr A^2  ~ (1/(m(m-1))) sum_{i != j} M_ij^2     (independent pairs; unbiased)
+    participation ratio     = (tr A)^2 / tr A^2                  (`participation_ratio_of`,
+                              with (tr A)^2 estimated without bias as f_1^2 - se_1^2; the
+                              ratio keeps a bias of about +(se_2 / tr A^2)^2, a few % at m = 64)
+
+Standard errors: sd(M_ii) / sqrt(m) for the trace; for the pair statistic the Hoeffding
+variance 4 var(h_i) / m + 2 var(M_ij^2) / (m (m - 1)), h_i the mean of M_ij^2 over j != i; the
+ratio's by the delta method, (se/PR)^2 = (2 se_1 / tr A)^2 + (se_2 / tr A^2)^2 (covariance term left out).
+The same VJPs give unbiased matrices: E[J^T J] ~ (1/m) sum_i y_i y_i^T; J ~ (1/m) U^T Y (the
+token-averaged J of the lens); and with the cotangents split into independent halves, J_1 and
+J_2, E[J_1 X J_2^T] = J X J^T (the output-side Gram, X = I, and the propagated covariance,
+X = Cov(a)), computed through the small m/2 x m/2 core Y_1 X Y_2^T summed over sources.
+The relative error of the moments falls like 1/sqrt(m) (about 2/m for tr A^2 at large effective
+rank), whatever the width: these are the numbers a sketch gives cheaply. The top-k singular
+values of a block need products specific to that block; blocks at chosen offsets t - s get
+them by block Krylov (`topk_singular`), the others have none.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from channels.jacobian import batched_vjp, forward_with_graph, jacobian_operator, topk_singular
+from channels.metrics import participation_ratio_of
+
+
+class SketchMoments(NamedTuple):
+    """Per-source estimates (arrays over s) of tr A, tr A^2, their ratio, and standard errors."""
+
+    frobenius_sq: np.ndarray
+    frobenius_sq_se: np.ndarray
+    schatten4: np.ndarray
+    schatten4_se: np.ndarray
+    participation_ratio: np.ndarray
+    participation_ratio_se: np.ndarray
+
+
+def gaussian_cotangents(m: int, width: int, seed: int) -> Tensor:
+    """m independent standard Gaussian rows (m, width), float64, drawn on the CPU from `seed`."""
+    return torch.randn(m, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def vjp_sketch(
+    model: nn.Module,
+    ids: Tensor,
+    site_a: str,
+    site_b: str,
+    t: int,
+    cotangents: Tensor,
+    chunk_size: int,
+) -> Tensor:
+    """Y[i, s] = J(t, s)^T u_i for every position s of `ids` (1, L): shape (m, L, d_a).
+
+    One forward pass keeps the graph; the m cotangents go `chunk_size` per backward call.
+    """
+    a, b, act_a, act_b = forward_with_graph(model, ids, site_a, site_b)
+    rows = []
+    for part in cotangents.to(act_b).split(chunk_size):
+        grads = act_b.new_zeros(len(part), *act_b.shape)
+        grads[:, 0, t] = part
+        rows.append(batched_vjp(act_b, act_a, grads, a, b, retain_graph=True)[:, 0])
+    return torch.cat(rows)
+
+
+def moments(sketch: Tensor) -> SketchMoments:
+    """The estimates of the module docstring from Y of shape (m, n_sources, d_a)."""
+    y = sketch.double()
+    m = y.shape[0]
+    gram = torch.einsum("isd,jsd->sij", y, y)  # (n_s, m, m): M_ij per source
+    diag = torch.diagonal(gram, dim1=1, dim2=2)
+    trace = diag.mean(1)
+    trace_se = diag.std(1) / m**0.5
+    squares = gram**2 - torch.diag_embed(diag**2)
+    per_row = squares.sum(2) / (m - 1)  # h_i
+    schatten = per_row.mean(1)
+    off = squares[:, ~torch.eye(m, dtype=torch.bool, device=y.device)]  # (n_s, m (m - 1))
+    schatten_se = (4 * per_row.var(1) / m + 2 * off.var(1) / (m * (m - 1))) ** 0.5
+    trace, trace_se = trace.cpu().numpy(), trace_se.cpu().numpy()
+    schatten, schatten_se = schatten.cpu().numpy(), schatten_se.cpu().numpy()
+    squared = np.sqrt(np.clip(trace**2 - trace_se**2, 0.0, None))  # (tr A)^2 unbiased
+    ratio = np.array([participation_ratio_of(f, s) for f, s in zip(squared, schatten)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.sqrt((2 * trace_se / trace) ** 2 + (schatten_se / schatten) ** 2)
+    return SketchMoments(trace, trace_se, schatten, schatten_se, ratio, np.nan_to_num(ratio * rel))
+
+
+def input_gram_sum(sketch: Tensor) -> Tensor:
+    """sum_s (1/m) sum_i y_i(s) y_i(s)^T: unbiased for sum_s J(t, s)^T J(t, s), (d_a, d_a) float64."""
+    y = sketch.double()
+    return torch.einsum("isd,ise->de", y, y) / y.shape[0]
+
+
+def sandwich_sum(sketch: Tensor, cotangents: Tensor, middle: Tensor | None = None) -> Tensor:
+    """Unbiased sum_s J(t, s) X J(t, s)^T (X = `middle`, identity if None), (d_b, d_b) float64.
+
+    Split halves: J_h = (2/m) U_h^T Y_h(s); (J_1 X J_2^T + J_2 X J_1^T) / 2 summed over s, through
+    the core K = sum_s Y_1(s) X Y_2(s)^T of size m/2 x m/2.
+    """
+    y, u = sketch.double(), cotangents.to(sketch.device).double()
+    h = y.shape[0] // 2
+    y1, y2 = y[:h], y[h : 2 * h]
+    if middle is not None:
+        y2 = y2 @ middle.to(y2)
+    core = torch.einsum("isd,jsd->ij", y1, y2)
+    estimate = u[:h].T @ core @ u[h : 2 * h] / h**2
+    return (estimate + estimate.T) / 2
+
+
+def block_estimate(sketch_at_s: Tensor, cotangents: Tensor) -> Tensor:
+    """Unbiased J(t, s) ~ (1/m) U^T Y(s) from the rows at one source, (d_b, d_a) float64."""
+    return cotangents.to(sketch_at_s.device).double().T @ sketch_at_s.double() / len(cotangents)
+
+
+def block_topk(
+    model: nn.Module,
+    ids: Tensor,
+    site_a: str,
+    site_b: str,
+    t: int,
+    s: int,
+    k: int,
+    block_size: int,
+    n_iter: int,
+    chunk_size: int,
+    seed: int,
+) -> np.ndarray:
+    """Top-k singular values of the one block J(t, s) by block Krylov on JVP/VJP products."""
+    op = jacobian_operator(model, ids, site_a, site_b, target=t, source=s, chunk_size=chunk_size)
+    dtype = next(model.parameters()).dtype
+    values = topk_singular(
+        op.jvp, op.vjp, op.dim_in, op.dim_out, k, block_size=block_size, n_iter=n_iter,
+        dtype=dtype, device=ids.device, seed=seed,
+    ).values
+    return values.cpu().numpy()

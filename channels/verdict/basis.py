@@ -1,0 +1,82 @@
+"""T1, basis dependence: does the ticket survive a random change of basis?
+
+The basis branches (`lth.branches._basis`) find the level's ticket again by one-shot magnitude
+pruning of the previous level's trained weights, once in the original basis (`basis_identity*`)
+and once after a random orthogonal, function-preserving change of basis (`basis_rotated*`: the
+input space for an MLP, the residual stream for a GPT-2), and retrain both the same way.
+Statistic per seed, at the sparsest level both arms ran: test accuracy identity - rotated.
+Null: 0, the basis does not matter to magnitude pruning. A subcircuit in a privileged basis
+(a few input coordinates) is lost when its coordinates are mixed: the gap is positive; a
+basis-free channel (a dense subspace) is as easy to find in any basis: the gap is 0.
+
+Only SGD makes the comparison clean: it is equivariant to the rotation, so the arms differ only
+in what magnitude pruning sees. Adam's per-coordinate steps make a basis of their own; its gap
+is reported beside (an optimiser-made privileged basis shows there and not under SGD) and read
+only when the recipe itself trains with SGD. Rule (`claim_or_equivalence`) on the SGD gap:
+subcircuits when credibly positive and >= 1 point, channels when TOST puts it within 2 points.
+The test speaks for the site the basis change acts on (`input`, or the residual stream).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from channels.verdict import figures
+from channels.verdict.base import CHANNELS, SUBCIRCUITS, TestResult, TicketTest, claim_or_equivalence, summarise
+from channels.verdict.rundata import RunData
+from channels.verdict.ticket import METRIC, sparsest_common
+
+PAIRS = {"sgd": ("basis_identity_sgd", "basis_rotated_sgd"), "recipe": ("basis_identity", "basis_rotated")}
+
+
+def line_optimizer(run: RunData) -> str:
+    return str(((run.config.get("model") or {}).get("init_args") or {}).get("optimizer", "adam"))
+
+
+def site_of(run: RunData) -> str:
+    """Where the change of basis acts: the residual stream of a GPT-2, else the input."""
+    net = str((((run.config.get("model") or {}).get("init_args") or {}).get("net") or {}).get("class_path", ""))
+    return "residual stream" if "gpt" in net.lower() else "input"
+
+
+def _gap(run: RunData, pair: tuple[str, str]) -> tuple[int, float] | None:
+    level = sparsest_common(run, pair)
+    if level is None or any(level not in run.line(b) for b in pair):
+        return None
+    identity, rotated = (run.line(b)[level].test_metric(METRIC) for b in pair)
+    return level, identity - rotated
+
+
+def run(runs: Sequence[RunData], networks=None) -> TestResult:
+    result = TEST.result()
+    per_site: dict[str, dict[RunData, float]] = {}
+    for run_ in runs:
+        sgd = _gap(run_, PAIRS["sgd"])
+        recipe = _gap(run_, PAIRS["recipe"])
+        clean = sgd if sgd is not None else recipe if line_optimizer(run_) == "sgd" else None
+        row = {"run": run_.name, "optimizer": line_optimizer(run_)}
+        if sgd is not None:
+            row.update(level=sgd[0], sgd_gap=sgd[1])
+        if recipe is not None:
+            row.update(level=recipe[0], recipe_gap=recipe[1])
+        if sgd is not None or recipe is not None:
+            result.details.append(row)
+        if clean is not None:
+            per_site.setdefault(site_of(run_), {})[run_] = clean[1]
+    if not result.details:
+        result.note = "no basis branches: add basis_identity and basis_rotated (SGD recipes) or their _sgd pair"
+        return result
+    if not per_site:
+        result.note = ("only the recipe's optimiser (not SGD) ran the basis branches: an optimiser-made basis "
+                       "cannot be told apart; add basis_identity_sgd and basis_rotated_sgd")
+    for site, values in per_site.items():
+        result.sites[site] = summarise(values, claim_or_equivalence(SUBCIRCUITS, CHANNELS))
+    return result
+
+
+TEST = TicketTest(
+    "T1", "basis dependence",
+    "test acc of the one-shot ticket in the original basis - in a random rotated basis (SGD retraining)",
+    "0: the basis does not matter to magnitude pruning",
+    "subcircuits if the 95% interval is above 0 and the gap >= 1 point; channels if TOST puts it within "
+    "+-2 points; else inconclusive (read only under SGD)",
+    votes=True, run=run, figure=figures.accuracy_gap, columns=("run", "optimizer", "level", "sgd_gap", "recipe_gap"))

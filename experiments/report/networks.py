@@ -1,0 +1,58 @@
+"""The runs' networks and held-out data, rebuilt from each run's config.yaml: what the tests that
+run networks need (`channels.verdict.networks.NetworkSource`)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from channels.verdict.rundata import RunData
+from experiments.config import imp_parser, instantiate, load_run_config
+from lth.errors import LTCError
+
+EVALUATION_SIZE = 2000
+
+
+class RunNetworks:
+    """Builds each run's network (cached per run) and its validation data; `for_runs` gives None
+    when a config cannot be rebuilt (e.g. hand-written run dirs)."""
+
+    def __init__(self, configs: dict[RunData, object]) -> None:
+        self.parser, self.configs = imp_parser(), configs
+        self.built: dict[int, object] = {}
+        self.data: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def for_runs(cls, runs: Sequence[RunData]) -> RunNetworks | None:
+        try:
+            return cls({run: load_run_config(run.dir) for run in runs})
+        except LTCError:
+            return None
+
+    def _built(self, run: RunData):
+        if id(run) not in self.built:
+            self.built[id(run)] = instantiate(self.parser, self.configs[run])
+        return self.built[id(run)]
+
+    def net(self, run: RunData, level: int | str) -> nn.Module:
+        net = self._built(run).model.net
+        net.load_state_dict(run.init_weights() if level == "init" else run.levels[level].weights)
+        return net.eval()
+
+    def evaluation_set(self, run: RunData) -> tuple[torch.Tensor, torch.Tensor]:
+        if id(run) not in self.data:
+            datamodule = self._built(run).data
+            if hasattr(datamodule, "evaluation_set"):
+                self.data[id(run)] = datamodule.evaluation_set()
+            else:
+                datamodule.setup("fit")
+                xs, ys, seen = [], [], 0
+                for x, y, *_ in datamodule.val_dataloader():
+                    xs.append(x)
+                    ys.append(y)
+                    seen += len(x)
+                    if seen >= EVALUATION_SIZE:
+                        break
+                self.data[id(run)] = (torch.cat(xs)[:EVALUATION_SIZE], torch.cat(ys)[:EVALUATION_SIZE])
+        return self.data[id(run)]

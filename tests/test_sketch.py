@@ -1,0 +1,119 @@
+"""The sketch: unbiased moments with honest standard errors, unbiased matrices, VJP rows equal
+to U J by autograd, and a sketched sweep that agrees with the exact one on a tiny GPT-2."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd.functional import jacobian as autograd_jacobian
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from channels import sketch
+from channels.sites import run_sites, site_function
+from channels.sweep import Sweep
+from channels.sweep_plan import Pair, SweepSettings
+from lth.layout import SweepLayout
+
+
+def blocks(seed: int, n: int = 3, d_b: int = 12, d_a: int = 10) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.arange(1, d_a + 1, dtype=torch.float64) ** -0.7
+    return torch.randn(n, d_b, d_a, generator=g, dtype=torch.float64) * scales
+
+
+def test_moments_are_unbiased_with_calibrated_standard_errors():
+    jac = blocks(0)
+    a = jac @ jac.transpose(1, 2)
+    truth1 = torch.einsum("sii->s", a).numpy()
+    truth2 = (a**2).sum((1, 2)).numpy()
+    draws = []
+    for seed in range(300):
+        u = sketch.gaussian_cotangents(16, 12, seed)
+        draws.append(sketch.moments(torch.einsum("ib,sba->isa", u, jac)))
+    f1 = np.stack([d.frobenius_sq for d in draws])
+    f2 = np.stack([d.schatten4 for d in draws])
+    # the mean of 300 draws is within 4 standard errors of the truth (unbiased) ...
+    assert np.all(np.abs(f1.mean(0) - truth1) < 4 * f1.std(0) / np.sqrt(300))
+    assert np.all(np.abs(f2.mean(0) - truth2) < 4 * f2.std(0) / np.sqrt(300))
+    # ... and each draw's standard error matches the spread of the draws within 25%
+    se1 = np.stack([d.frobenius_sq_se for d in draws]).mean(0)
+    se2 = np.stack([d.schatten4_se for d in draws]).mean(0)
+    np.testing.assert_allclose(se1, f1.std(0), rtol=0.25)
+    np.testing.assert_allclose(se2, f2.std(0), rtol=0.25)
+    ratios = []
+    for seed in range(100):  # the ratio is consistent: a few % of bias at m = 64
+        u = sketch.gaussian_cotangents(64, 12, seed)
+        ratios.append(sketch.moments(torch.einsum("ib,sba->isa", u, jac)).participation_ratio)
+    np.testing.assert_allclose(np.mean(ratios, 0), truth1**2 / truth2, rtol=0.06)
+
+
+def test_sketched_matrices_are_unbiased():
+    jac = blocks(1)
+    middle = torch.from_numpy(np.diag(np.arange(1.0, 11.0)))
+    ins, outs, sandwiches, means = [], [], [], []
+    for seed in range(2000):
+        u = sketch.gaussian_cotangents(8, 12, seed)
+        y = torch.einsum("ib,sba->isa", u, jac)
+        ins.append(sketch.input_gram_sum(y))
+        outs.append(sketch.sandwich_sum(y, u))
+        sandwiches.append(sketch.sandwich_sum(y, u, middle))
+        means.append(sketch.block_estimate(y[:, 0], u))
+    for got, want in (
+        (ins, torch.einsum("sba,sbc->ac", jac, jac)),
+        (outs, torch.einsum("sba,sca->bc", jac, jac)),
+        (sandwiches, torch.einsum("sba,ad,scd->bc", jac, middle, jac)),
+        (means, jac[0]),
+    ):
+        mean = torch.stack(got).mean(0)
+        assert float((mean - want).norm() / want.norm()) < 0.1  # Monte Carlo noise ~3-8%
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64, n_positions=32,
+                        bos_token_id=0, eos_token_id=0, attn_implementation="eager")
+    return GPT2LMHeadModel(config).double().eval()
+
+
+def test_vjp_sketch_rows_are_u_times_the_autograd_jacobian_on_a_causal_prefix(gpt2):
+    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(2))
+    t = 5
+    with torch.no_grad():
+        act = run_sites(gpt2, ids, ["resid_pre.0"])["resid_pre.0"]
+    f = site_function(gpt2, ids, "resid_pre.0", "resid_post.1")
+    full = autograd_jacobian(lambda x: f(x)[0, t], act)[:, 0]  # (d_b, T, d_a)
+    u = sketch.gaussian_cotangents(6, 16, 0)
+    ours = sketch.vjp_sketch(gpt2, ids[:, : t + 1], "resid_pre.0", "resid_post.1", t, u, chunk_size=4)
+    torch.testing.assert_close(ours, torch.einsum("ib,bsa->isa", u, full[:, : t + 1]), rtol=1e-9, atol=1e-12)
+
+
+def test_sketched_sweep_agrees_with_the_exact_one(gpt2, tmp_path):
+    ids = torch.randint(0, 64, (3, 12), generator=torch.Generator().manual_seed(4))
+    pair = Pair("resid_pre.0", "resid_post.1")
+    common = dict(contexts=1, targets=3, covariance_contexts=3, sketch_size=64, sketch_topk=4,
+                  krylov_block=8, krylov_iters=3)
+    runs = {}
+    for method in ("exact", "sketch"):
+        sweep = Sweep(tmp_path / method, gpt2, ids, [pair], SweepSettings(method=method, **common))
+        sweep.run_shard(progress=False)
+        runs[method] = sweep
+    layout = SweepLayout(tmp_path / "exact")
+    assert layout.covariance_state.is_file() and layout.shard_state(0, 1).is_file()
+    from channels.spectra import load_npz
+    from channels.metrics import METRIC_NAMES
+
+    names = list(METRIC_NAMES)
+    for t in runs["exact"].targets:
+        exact = load_npz(runs["exact"].item_path(0, 0, t))
+        sketched = load_npz(runs["sketch"].item_path(0, 0, t))
+        assert list(exact["sources"]) == list(sketched["sources"]) == list(range(t + 1))
+        frob = names.index("frobenius_sq")
+        error = np.abs(sketched["metrics"][:, frob] - exact["metrics"][:, frob])
+        assert np.all(error < 5 * sketched["metric_se"][:, frob])
+        for offset in (0, 2):  # the block Krylov offsets give the exact top-k
+            row = t - offset
+            np.testing.assert_allclose(sketched["singular_values"][row], exact["singular_values"][row, :4], rtol=1e-4)
+        assert np.isnan(sketched["singular_values"][1 if t > 2 else 0]).all() or t <= 2
