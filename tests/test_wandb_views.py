@@ -22,7 +22,7 @@ from lth.masks import density, load_mask
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = str(REPO / "configs" / "mnist1d_imp.yaml")
-WIDTH = 32  # the recipe's 500 units make the report's unit searches slow; every name stays the recipe's
+WIDTH = 32  # the recipe's 200 units make the report's unit searches slow; every name stays the recipe's
 SHRUNK = ["--imp.levels", "1", "--imp.branches", "[random_prune]", "--trainer.max_steps", "20",
           "--trainer.val_check_interval", "10", "--imp.rewind_step", "5", "--spectra.every_n_steps", "10",
           "--model.init_args.net.init_args.hidden", f"[{WIDTH}, {WIDTH}]", "--spectra.probe_size", "100",
