@@ -49,7 +49,16 @@ from lth.data_order import step_indexed_loader
 from lth.enforce import MaskCallback
 from lth.errors import LTCError
 from lth.layout import CHECKPOINTS, LAST_CHECKPOINT, JobFiles, RunLayout, job_name
-from lth.masks import Mask, apply_mask, density, full_mask, layer_density, load_mask, save_mask, validate_mask
+from lth.masks import (
+    Mask,
+    apply_mask,
+    density,
+    full_mask,
+    layer_density,
+    load_mask,
+    save_mask,
+    validate_mask,
+)
 from lth.pruning import magnitude_prune, resolve_rates, select_prunable
 from lth.seeds import generator
 

@@ -22,14 +22,7 @@
 # EXTRA_SITE, e.g. EXTRA_SITE=.extra experiments/scripts/gpu_jacobian.sh out/). Without it step 2 is
 # skipped with a note.
 set -euo pipefail
-OUT=${1:?usage: experiments/scripts/gpu_jacobian.sh OUT_DIR}
-cd "$(dirname "$0")/../.."  # the repository root
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-PY=${PYTHON:-python3}
-export HF_HUB_OFFLINE=1 WANDB_MODE=disabled WANDB_SILENT=true PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD${EXTRA_SITE:+:$(cd "$EXTRA_SITE" && pwd)}${PYTHONPATH:+:$PYTHONPATH}"
-exec > >(tee -a "$OUT/log.txt") 2>&1
+source "$(dirname "$0")/common.sh"  # OUT, PY, the repository root, offline, log.txt
 
 { nvidia-smi || true; "$PY" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } \
   > "$OUT/gpu.txt" 2>&1
