@@ -70,6 +70,19 @@ COVARIANCE_STATE = "covariance.npz"
 _LEVEL = re.compile(r"^level_(\d+)$")
 
 
+class _Under:
+    """A read-only attribute: the path `parts` below the instance's directory (`dir` or `root`)."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, obj, owner=None) -> Path:
+        if obj is None:
+            return self
+        base = obj.dir if hasattr(obj, "dir") else obj.root
+        return Path(base).joinpath(*self.parts)
+
+
 def level_name(level: int) -> str:
     """`level_03`: the directory (and job) name of a level."""
     return f"level_{level:02d}"
@@ -92,29 +105,12 @@ class JobFiles:
 
     dir: Path
 
-    @property
-    def mask(self) -> Path:
-        return self.dir / MASK
-
-    @property
-    def weights(self) -> Path:
-        return self.dir / WEIGHTS
-
-    @property
-    def metrics(self) -> Path:
-        return self.dir / METRICS
-
-    @property
-    def spectra(self) -> Path:
-        return self.dir / SPECTRA
-
-    @property
-    def done(self) -> Path:
-        return self.dir / DONE
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.dir / CHECKPOINTS / LAST_CHECKPOINT
+    mask = _Under(MASK)
+    weights = _Under(WEIGHTS)
+    metrics = _Under(METRICS)
+    spectra = _Under(SPECTRA)
+    done = _Under(DONE)
+    checkpoint = _Under(CHECKPOINTS, LAST_CHECKPOINT)
 
     def artifacts(self) -> list[str]:
         """The artifact names a finished job lists in its `DONE` manifest (spectra when measured)."""
@@ -128,26 +124,11 @@ class ReportFiles:
 
     dir: Path
 
-    @property
-    def markdown(self) -> Path:
-        return self.dir / REPORT_MARKDOWN
-
-    @property
-    def html(self) -> Path:
-        return self.dir / REPORT_HTML
-
-    @property
-    def verdict(self) -> Path:
-        return self.dir / VERDICT
-
-    @property
-    def figures(self) -> Path:
-        return self.dir / FIGURES
-
-    @property
-    def calibration(self) -> Path:
-        """`ltc calibrate`'s confusion matrices (in its report directory)."""
-        return self.dir / CALIBRATION
+    markdown = _Under(REPORT_MARKDOWN)
+    html = _Under(REPORT_HTML)
+    verdict = _Under(VERDICT)
+    figures = _Under(FIGURES)
+    calibration = _Under(CALIBRATION)  # `ltc calibrate`'s confusion matrices (in its report directory).
 
     def figure(self, name: str) -> Path:
         return self.figures / f"{name}.png"
@@ -162,42 +143,19 @@ class RunLayout:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG
-
-    @property
-    def init(self) -> Path:
-        return self.root / INIT
-
-    @property
-    def rewind(self) -> Path:
-        return self.root / REWIND
-
-    @property
-    def branches(self) -> Path:
-        return self.root / BRANCHES
+    config = _Under(CONFIG)
+    init = _Under(INIT)
+    rewind = _Under(REWIND)
+    branches = _Under(BRANCHES)
 
     @property
     def report(self) -> ReportFiles:
         return ReportFiles(self.root / REPORT)
 
-    @property
-    def wandb(self) -> Path:
-        return self.root / WANDB
-
-    @property
-    def logs(self) -> Path:
-        return self.root / LOGS
-
-    @property
-    def submitit(self) -> Path:
-        """`ltc seeds --launcher`: submitit's job folder (pickled calls, job logs) and the recipes."""
-        return self.logs / SUBMITIT
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK
+    wandb = _Under(WANDB)
+    logs = _Under(LOGS)
+    submitit = _Under(LOGS, SUBMITIT)  # `ltc seeds --launcher`: submitit's jobs (pickled calls, logs) and recipes
+    lock = _Under(LOCK)  # while `ltc imp` runs: its owner (`lth.lock`)
 
     def job(self, level: int, branch: str | None = None) -> JobFiles:
         """A level of the ticket line (branch None) or of a branch."""
@@ -208,9 +166,7 @@ class RunLayout:
         """A secondary IMP line (`branches/<name>/`), itself laid out like a run."""
         return RunLayout(self.branches / name)
 
-    @property
-    def measured_spectra_dir(self) -> Path:
-        return self.root / MEASURED_SPECTRA
+    measured_spectra_dir = _Under(MEASURED_SPECTRA)
 
     def measured_spectra(self, level: int, branch: str | None = None) -> Path:
         """Where `ltc spectra` writes the spectra of a job's saved weights."""
@@ -238,37 +194,18 @@ class SweepLayout:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def identity(self) -> Path:
-        return self.root / SWEEP_IDENTITY
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG
-
-    @property
-    def results_json(self) -> Path:
-        return self.root / RESULTS_JSON
-
-    @property
-    def results_npz(self) -> Path:
-        return self.root / RESULTS_NPZ
-
-    @property
-    def lens(self) -> Path:
-        return self.root / LENS
-
-    @property
-    def figures(self) -> Path:
-        return self.root / FIGURES
+    identity = _Under(SWEEP_IDENTITY)
+    config = _Under(CONFIG)
+    results_json = _Under(RESULTS_JSON)
+    results_npz = _Under(RESULTS_NPZ)
+    lens = _Under(LENS)
+    figures = _Under(FIGURES)
 
     def figure(self, name: str, slug: str | None = None) -> Path:
         """`figures/<name>.png`, or `figures/<slug>/<name>.png` for a pair's figure."""
         return (self.figures if slug is None else self.figures / slug) / f"{name}.png"
 
-    @property
-    def state(self) -> Path:
-        return self.root / STATE
+    state = _Under(STATE)
 
     @property
     def covariance_state(self) -> Path:
@@ -284,9 +221,7 @@ class SweepLayout:
     def item(self, slug: str, context: int, target: int) -> Path:
         return self.root / ITEMS / slug / f"c{context:05d}-t{target:05d}.npz"
 
-    @property
-    def wandb(self) -> Path:
-        return self.root / WANDB
+    wandb = _Under(WANDB)
 
 
 @dataclass(frozen=True)

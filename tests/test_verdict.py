@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from torch import nn
 
 from channels.verdict import alignment, causal
 from channels.verdict.base import (

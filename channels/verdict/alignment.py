@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from channels.sites import replace, run_sites
 from channels.verdict import figures
-from channels.verdict.base import MIDPOINT, TestResult, TicketTest, midpoint, summarise
-from channels.verdict.causal import hidden_sites, site_channels
+from channels.verdict.base import MIDPOINT, MIDPOINT_RULE, TestResult, TicketTest
+from channels.verdict.causal import on_dense_sites, site_channels
 from channels.verdict.rundata import RunData
 
 PAIRS = 1000
@@ -59,7 +59,7 @@ def best_units(net, x, site, a_base, a_source, target, k: int) -> list[int]:
             index = torch.as_tensor([*chosen, j])
             mask = torch.zeros(a_base.shape[1], dtype=a_base.dtype)
             mask[index] = 1
-            scores[j] = interchange_accuracy(net, x, site, a_base, a_source, target, lambda diff: diff * mask)
+            scores[j] = interchange_accuracy(net, x, site, a_base, a_source, target, lambda diff, m=mask: diff * m)
         chosen.append(max(scores, key=scores.get))
     return chosen
 
@@ -111,28 +111,15 @@ def alignment(net, x: torch.Tensor, site: str, seed: int = 0) -> dict[str, float
 
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
-    result = TEST.result()
-    if networks is None:
-        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
-        return result
-    per_site: dict[str, dict[RunData, float]] = {}
-    for run_ in runs:
-        net = networks.net(run_, 0)
-        x, _ = networks.evaluation_set(run_)
-        for site in hidden_sites(run_):
-            found = alignment(net, x, site, seed=run_.seed)
-            result.details.append({"run": run_.name, "site": site, **{k: v for k, v in found.items() if k != "units"}})
-            per_site.setdefault(site, {})[run_] = found["ratio"]
-    if not per_site:
-        result.note = "needs covariance spectra at MLP sites (act.i)"
-    for site, values in per_site.items():
-        result.sites[site] = summarise(values, midpoint)
-    return result
+    def measure(net, x, y, site, run_) -> dict:
+        return {k: v for k, v in alignment(net, x, site, seed=run_.seed).items() if k != "units"}
+
+    return on_dense_sites(TEST.result(), runs, networks, measure)
 
 
 TEST = TicketTest(
     "T4", "alignment search: best units versus a learned subspace",
     "IIA(best k units) / IIA(learned k-dim rotated subspace) of interchange interventions, dense net",
     "a channel spread over all units is not carried by any k of them (ratio near 0)",
-    "subcircuits if the 95% interval lies above 1/2, channels if below; else inconclusive",
-    votes=True, run=run, figure=figures.score, columns=("run", "site", "k", "pairs", "iia_units", "iia_subspace", "ratio"))
+    MIDPOINT_RULE, votes=True, run=run, figure=figures.score,
+    columns=("run", "site", "k", "pairs", "iia_units", "iia_subspace", "ratio"))

@@ -135,6 +135,16 @@ def summarise(per_run: dict[RunData, float], rule: Callable[[SiteResult, list[fl
     return result
 
 
+def read_sites(result: TestResult, per_site: dict[str, dict[RunData, float]], rule, missing: str) -> TestResult:
+    """Each site's per-run values -> its `SiteResult` under `rule`; `missing` is the note when no
+    site had the data the test needs."""
+    if not per_site:
+        result.note = result.note or missing
+    for site, values in per_site.items():
+        result.sites[site] = summarise(values, rule)
+    return result
+
+
 def bounds(site: SiteResult) -> tuple[float, float]:
     """The 95% interval, or the point estimate when there is none (provisional readings)."""
     lo, hi = site.ci
@@ -153,6 +163,9 @@ def claim_or_equivalence(positive: str, equivalent: str) -> Callable[[SiteResult
         return INCONCLUSIVE
 
     return rule
+
+
+MIDPOINT_RULE = "subcircuits if the 95% interval lies above 1/2, channels if below; else inconclusive"
 
 
 def midpoint(site: SiteResult, values: list[float]) -> str:

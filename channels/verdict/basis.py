@@ -21,7 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from channels.verdict import figures
-from channels.verdict.base import CHANNELS, SUBCIRCUITS, TestResult, TicketTest, claim_or_equivalence, summarise
+from channels.verdict.base import (
+    CHANNELS,
+    SUBCIRCUITS,
+    TestResult,
+    TicketTest,
+    claim_or_equivalence,
+    read_sites,
+)
 from channels.verdict.rundata import RunData
 from channels.verdict.ticket import METRIC, sparsest_common
 
@@ -65,12 +72,9 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
     if not result.details:
         result.note = "no basis branches: add basis_identity and basis_rotated (SGD recipes) or their _sgd pair"
         return result
-    if not per_site:
-        result.note = ("only the recipe's optimiser (not SGD) ran the basis branches: an optimiser-made basis "
-                       "cannot be told apart; add basis_identity_sgd and basis_rotated_sgd")
-    for site, values in per_site.items():
-        result.sites[site] = summarise(values, claim_or_equivalence(SUBCIRCUITS, CHANNELS))
-    return result
+    return read_sites(result, per_site, claim_or_equivalence(SUBCIRCUITS, CHANNELS),
+                      "only the recipe's optimiser (not SGD) ran the basis branches: an optimiser-made basis "
+                      "cannot be told apart; add basis_identity_sgd and basis_rotated_sgd")
 
 
 TEST = TicketTest(

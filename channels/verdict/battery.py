@@ -47,20 +47,23 @@ def run_battery(runs: Sequence[RunData], networks=None) -> list[TestResult]:
 
 
 def site_readings(results: Sequence[TestResult]) -> dict[str, dict]:
-    """Per site: the voting readings (test -> reading, provisional ones included) and the site's
-    reading: subcircuits, channels, or conflict."""
-    sites: dict[str, dict] = {}
+    """Per site: the voting tests' readings (test -> reading) and the site's reading: subcircuits,
+    channels, or conflict. Readings from >= 5 seeds vote; a site with none of those reads its
+    provisional ones and is marked provisional."""
+    found: dict[str, list[tuple[str, str, bool]]] = {}
     for result in results:
         if not result.votes or result.test == PRECONDITION.key:
             continue
-        for site, found in result.sites.items():
-            if found.reading in (CHANNELS, SUBCIRCUITS):
-                sites.setdefault(site, {"tests": {}, "provisional": False})
-                sites[site]["tests"][result.test] = found.reading
-                sites[site]["provisional"] |= found.provisional
-    for entry in sites.values():
-        kinds = set(entry["tests"].values())
-        entry["reading"] = CONFLICT if len(kinds) > 1 else kinds.pop()
+        for site, site_result in result.sites.items():
+            if site_result.reading in (CHANNELS, SUBCIRCUITS):
+                found.setdefault(site, []).append((result.test, site_result.reading, site_result.provisional))
+    sites = {}
+    for site, readings in found.items():
+        firm = [r for r in readings if not r[2]]
+        used = firm or readings
+        kinds = {reading for _, reading, _ in used}
+        sites[site] = {"tests": {test: reading for test, reading, _ in used}, "provisional": not firm,
+                       "reading": CONFLICT if len(kinds) > 1 else kinds.pop()}
     return sites
 
 

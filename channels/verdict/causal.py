@@ -26,7 +26,14 @@ import torch
 from channels.keys import COV, SpectrumKey
 from channels.sites import replace, run_sites
 from channels.verdict import figures
-from channels.verdict.base import EQUIVALENCE_MARGIN, TestResult, TicketTest, midpoint, summarise
+from channels.verdict.base import (
+    EQUIVALENCE_MARGIN,
+    MIDPOINT_RULE,
+    TestResult,
+    TicketTest,
+    midpoint,
+    read_sites,
+)
 from channels.verdict.rundata import RunData, spectrum_keys
 from channels.verdict.units import mlp_unit_layout, unit_keep_fraction
 
@@ -47,7 +54,7 @@ def channel_count(eigenvalues: np.ndarray, top: int = TOP_K) -> int:
     if w.sum() <= 0:
         return 1
     w = w / w.sum()
-    return max(1, int(round(1.0 / (w**2).sum())))
+    return max(1, round(float(1.0 / (w**2).sum())))
 
 
 def site_channels(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -116,33 +123,33 @@ def ticket_units(run: RunData, site: str) -> np.ndarray:
     return np.argsort(-keep, kind="stable")
 
 
-def run(runs: Sequence[RunData], networks=None) -> TestResult:
-    result = TEST.result()
+def on_dense_sites(result: TestResult, runs: Sequence[RunData], networks, measure) -> TestResult:
+    """`measure(net, x, y, site, run) -> dict with a "ratio"` on every run's dense network at each
+    hidden site; rows into the details, ratios read by `midpoint` per site."""
     if networks is None:
         result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in runs:
-        if max(run_.levels) == 0:
-            continue
         net = networks.net(run_, 0)
         x, y = networks.evaluation_set(run_)
         for site in hidden_sites(run_):
-            found = ablations(net, x, y, site, ticket_units(run_, site))
+            found = measure(net, x, y, site, run_)
             result.details.append({"run": run_.name, "site": site, **found})
             per_site.setdefault(site, {})[run_] = found["ratio"]
-    if not per_site:
-        result.note = result.note or "needs covariance spectra at MLP sites (act.i) and a pruned level"
-    for site, values in per_site.items():
-        result.sites[site] = summarise(values, midpoint)
-    return result
+    return read_sites(result, per_site, midpoint, "needs covariance spectra at MLP sites (act.i) and a pruned level")
+
+
+def run(runs: Sequence[RunData], networks=None) -> TestResult:
+    runs = [r for r in runs if max(r.levels) > 0]
+    return on_dense_sites(TEST.result(), runs, networks,
+                          lambda net, x, y, site, run_: ablations(net, x, y, site, ticket_units(run_, site)))
 
 
 TEST = TicketTest(
     "T3", "causal ablation: the ticket's units versus the channels",
     "drop(ablate the k units the ticket keeps most) / drop(ablate the k top covariance directions), dense net",
     "k random units remove about k/d of each channel (random-unit and random-direction drops reported)",
-    "subcircuits if the 95% interval lies above 1/2, channels if below; else inconclusive",
-    votes=True, run=run, figure=figures.score,
+    MIDPOINT_RULE, votes=True, run=run, figure=figures.score,
     columns=("run", "site", "k", "d", "accuracy", "drop_units", "drop_channels", "drop_random_units",
              "drop_random_directions", "variance_units", "variance_channels", "ratio"))

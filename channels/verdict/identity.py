@@ -23,7 +23,14 @@ import torch
 from channels.compare import linear_cka
 from channels.sites import run_sites
 from channels.verdict import figures
-from channels.verdict.base import INCONCLUSIVE, MIDPOINT, NETWORK, TestResult, TicketTest, summarise
+from channels.verdict.base import (
+    INCONCLUSIVE,
+    MIDPOINT,
+    NETWORK,
+    TestResult,
+    TicketTest,
+    read_sites,
+)
 from channels.verdict.causal import hidden_sites
 from channels.verdict.rundata import RunData
 from channels.verdict.stats import hypergeometric_overlap
@@ -82,11 +89,8 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
                                "identity": found["identity"], "mean_z": float(np.nanmean(z)) if z else float("nan"),
                                "cka": similarity, "aligned": found["aligned"]})
         per_run.setdefault(a, []).append(found["identity"])  # each pair counts once, for its first run
-    if not per_run:
-        result.note = "needs runs of two or more init seeds"
-        return result
-    result.sites[NETWORK] = summarise({r: float(np.mean(v)) for r, v in per_run.items()}, _rule)
-    return result
+    means = {NETWORK: {r: float(np.mean(v)) for r, v in per_run.items()}} if per_run else {}
+    return read_sites(result, means, _rule, "needs runs of two or more init seeds")
 
 
 TEST = TicketTest(

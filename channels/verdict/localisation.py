@@ -31,7 +31,7 @@ import numpy as np
 
 from channels.keys import SpectrumKey
 from channels.verdict import figures
-from channels.verdict.base import TestResult, TicketTest, midpoint, summarise
+from channels.verdict.base import MIDPOINT_RULE, TestResult, TicketTest, midpoint, read_sites
 from channels.verdict.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors
 
 NULL_DRAWS = 64
@@ -79,16 +79,13 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
                                    **found})
             if math.isfinite(found["rho"]):
                 per_site.setdefault(site, {}).setdefault(run_, []).append(found["rho"])
-    if not per_site:
-        result.note = "needs spectra of the dense network (spectra.sites and spectra.jacobians)"
-    for site, values in per_site.items():
-        result.sites[site] = summarise({r: float(np.mean(v)) for r, v in values.items()}, midpoint)
-    return result
+    means = {site: {r: float(np.mean(v)) for r, v in values.items()} for site, values in per_site.items()}
+    return read_sites(result, means, midpoint, "needs spectra of the dense network (spectra.sites and spectra.jacobians)")
 
 
 TEST = TicketTest(
     "T2", "localisation of the channels on units",
     "rho = log(n_null / n_units) / log(n_null / k_eff) of the dense network's top-k channels, per site",
     "0: the channels spread over units like random directions (Haar eigenvectors, same spectrum)",
-    "subcircuits if the 95% interval lies above 1/2, channels if below; else inconclusive",
+    MIDPOINT_RULE,
     votes=True, run=run, figure=figures.score, columns=("run", "site", "spectrum", "d", "k_eff", "n_units", "n_null", "rho"))

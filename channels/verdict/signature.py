@@ -19,7 +19,7 @@ import numpy as np
 
 from channels.compare import subspace_overlap
 from channels.metrics import entropy_effective_rank, participation_ratio, top_share
-from channels.verdict.base import INCONCLUSIVE, NETWORK, TestResult, TicketTest, summarise
+from channels.verdict.base import INCONCLUSIVE, NETWORK, TestResult, TicketTest, read_sites
 from channels.verdict.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors
 from channels.verdict.stats import excess, tost_equivalent
 from channels.verdict.ticket import sparsest_common
@@ -87,11 +87,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
         kept = [overlap_excess(top_vectors(dense, k), top_vectors(ticket, k)) for k in keys]
         random = [overlap_excess(top_vectors(dense, k), top_vectors(rand, k)) for k in keys]
         per_run[run_] = float(np.mean(kept) - np.mean(random))
-    if not per_run:
-        result.note = "needs spectra and a random_prune control"
-        return result
-    result.sites[NETWORK] = summarise(per_run, _rule)
-    return result
+    return read_sites(result, {NETWORK: per_run} if per_run else {}, _rule, "needs spectra and a random_prune control")
 
 
 TEST = TicketTest(

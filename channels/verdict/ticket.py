@@ -26,7 +26,7 @@ from channels.verdict.base import (
     TestResult,
     TicketTest,
     bounds,
-    summarise,
+    read_sites,
 )
 from channels.verdict.rundata import RunData
 
@@ -60,11 +60,8 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
         per_run[run_] = ticket - float(np.mean(list(controls.values())))
         result.details.append({"run": run_.name, "level": level, "density": run_.levels[level].density,
                                "ticket": ticket, **controls, "gap": per_run[run_]})
-    if not per_run:
-        result.note = "no random_prune or shuffle control: add them to imp.branches"
-        return result
-    result.sites[NETWORK] = summarise(per_run, rule)
-    return result
+    return read_sites(result, {NETWORK: per_run} if per_run else {}, rule,
+                      "no random_prune or shuffle control: add them to imp.branches")
 
 
 TEST = TicketTest(

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
+from experiments.data.splits import TensorSplits
 from lth.errors import LTCError
 
 
-class MNIST1DDataModule(pl.LightningDataModule):
+class MNIST1DDataModule(TensorSplits):
     """The standard MNIST-1D set (4000 train / 1000 test at the defaults), split train/val by `seed`.
 
     Args:
@@ -33,16 +33,14 @@ class MNIST1DDataModule(pl.LightningDataModule):
         probe_size: int = 500,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, probe_size, num_workers, shuffle_seed=seed)
         if batch_size < 1:
             raise LTCError(f"data batch_size must be >= 1, got {batch_size}")
         train_n = int(0.8 * num_samples)
         if not 0 < val_size < train_n:
             raise LTCError(f"val_size must be in (0, {train_n}) for num_samples={num_samples}, got {val_size}")
-        self.batch_size, self.val_size, self.num_samples = batch_size, val_size, num_samples
-        self.data_seed, self.seed, self.probe_size, self.num_workers = data_seed, seed, probe_size, num_workers
+        self.val_size, self.num_samples, self.data_seed, self.seed = val_size, num_samples, data_seed, seed
         self.input_shape = (40,)
-        self._splits: dict[str, TensorDataset] | None = None
 
     def _build(self) -> dict[str, TensorDataset]:
         from mnist1d.data import get_dataset_args, make_dataset
@@ -61,28 +59,3 @@ class MNIST1DDataModule(pl.LightningDataModule):
             "val": TensorDataset(x[val_idx], y[val_idx]),
             "test": TensorDataset(x_test, y_test),
         }
-
-    def setup(self, stage: str | None = None) -> None:
-        if self._splits is None:
-            self._splits = self._build()
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        data = self._splits[split]
-        size = self.batch_size if shuffle else len(data)
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(data, batch_size=size, shuffle=shuffle, generator=gen, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def probe_inputs(self, n: int | None = None) -> torch.Tensor:
-        """A fixed batch of validation inputs (the first `probe_size`), for spectra."""
-        self.setup()
-        return self._splits["val"].tensors[0][: n or self.probe_size]

@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
+from experiments.data.splits import TensorSplits
 from lth.errors import LTCError
 
 SUBCIRCUITS, CHANNELS, NO_TICKET = "subcircuits", "channels", "no ticket"
@@ -115,7 +115,7 @@ WORLDS: dict[str, World] = {w.name: w for w in (
 )}
 
 
-class PlantedDataModule(pl.LightningDataModule):
+class PlantedDataModule(TensorSplits):
     """One planted world as train / val / test splits (val and test batches are (x, y)).
 
     Args:
@@ -136,7 +136,7 @@ class PlantedDataModule(pl.LightningDataModule):
                  num_classes: int = 5, rank: int = 4, label_noise: float = 0.0, num_train: int = 4000, num_val: int = 500,
                  num_test: int = 2000, world_seed: int = 0, sample_seed: int = 0, batch_size: int = 128,
                  probe_size: int = 500, num_workers: int = 0) -> None:
-        super().__init__()
+        super().__init__(batch_size, probe_size, num_workers, shuffle_seed=sample_seed)
         if world not in WORLDS:
             raise LTCError(f"unknown planted world {world!r}: use one of {', '.join(WORLDS)}")
         if not 1 <= rank <= min(in_features, width):
@@ -149,8 +149,6 @@ class PlantedDataModule(pl.LightningDataModule):
         self.in_features, self.width, self.num_classes, self.rank = in_features, width, num_classes, rank
         self.label_noise, self.sizes = label_noise, (num_train, num_val, num_test)
         self.world_seed, self.sample_seed = world_seed, sample_seed
-        self.batch_size, self.probe_size, self.num_workers = batch_size, probe_size, num_workers
-        self._splits: dict[str, TensorDataset] | None = None
 
     def _build(self) -> dict[str, TensorDataset]:
         structure = np.random.default_rng([self.world_seed, 0])
@@ -170,33 +168,3 @@ class PlantedDataModule(pl.LightningDataModule):
         return {"train": TensorDataset(*train),
                 "val": TensorDataset(xt[n_train:n_train + n_val], yt[n_train:n_train + n_val]),
                 "test": TensorDataset(xt[n_train + n_val:], yt[n_train + n_val:])}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self._splits is None:
-            self._splits = self._build()
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        data = self._splits[split]
-        size = self.batch_size if shuffle else len(data)
-        gen = torch.Generator().manual_seed(self.sample_seed) if shuffle else None
-        return DataLoader(data, batch_size=size, shuffle=shuffle, generator=gen, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def probe_inputs(self, n: int | None = None) -> torch.Tensor:
-        """A fixed batch of validation inputs (the first `probe_size`), for spectra."""
-        self.setup()
-        return self._splits["val"].tensors[0][: n or self.probe_size]
-
-    def evaluation_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The validation inputs and labels (the causal tests' held-out data)."""
-        self.setup()
-        return self._splits["val"].tensors[0], self._splits["val"].tensors[1]

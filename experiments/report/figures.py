@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from channels.compare import subspace_overlap
+from channels.plotting import plt, save_figure
 from channels.verdict.base import TestResult
 from channels.verdict.battery import TESTS
 from channels.verdict.rundata import RunData, final_eigenvalues, spectrum_keys, top_vectors
 from channels.verdict.stability import STABLE_BARRIER, stability_rows
 from experiments.report.document import Figure
-from channels.plotting import plt, save_figure
 from lth.branches import BRANCHES, style
 from lth.layout import ReportFiles
 

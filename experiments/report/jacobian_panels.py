@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from channels.metrics import METRIC_NAMES
-from channels.sweep_plan import Pair
 from channels.plotting import plt, save_figure
+from channels.sweep_plan import Pair
 from lth.layout import SweepLayout
 
 SIGMA_RANKS = (1, 2, 4, 8)

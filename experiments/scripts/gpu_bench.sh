@@ -23,14 +23,7 @@
 #
 # Rehearse the script on a CPU machine (no GPU time spent): BENCH_DEVICE=cpu BENCH_SIZE=tiny.
 set -euo pipefail
-OUT=${1:?usage: experiments/scripts/gpu_bench.sh OUT_DIR}
-cd "$(dirname "$0")/../.."  # the repository root
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-PY=${PYTHON:-python}
-export HF_HUB_OFFLINE=1 WANDB_MODE=disabled WANDB_SILENT=true
-export PYTHONPATH="$PWD${EXTRA_SITE:+:$(cd "$EXTRA_SITE" && pwd)}${PYTHONPATH:+:$PYTHONPATH}"
-exec > >(tee -a "$OUT/log.txt") 2>&1
+source "$(dirname "$0")/common.sh"  # OUT, PY, the repository root, offline, log.txt
 
 DEVICE=${BENCH_DEVICE:-cuda}
 SIZE=${BENCH_SIZE:-full}

@@ -13,8 +13,13 @@
 #    real sweep at context 1024 (3 targets of one context, covariance over 8 contexts), printing
 #    the time per (context, t) item split into Jacobian, singular values and Gram.
 #
+# 3. the full all-pairs summary with `--method sketch` (m = 64 random VJPs per target) at context
+#    1024: all 524,800 blocks J(t, s) of one context (||J||_F^2, participation ratio with standard
+#    errors, top-k at t - s = 0, 2), its wall time against the 10-minute target.
+#
 # Writes into OUT_DIR: gpu.txt, bench.txt, bench.json, bench.md, sweep.txt, sweep_results.json, the two founding
-# figures and metrics_vs_distance.png of the sweep, log.txt (everything printed).
+# figures and metrics_vs_distance.png of the sweep, full_sketch.txt, full_sketch_results.json,
+# log.txt (everything printed).
 #
 # Needs torch with CUDA, transformers, numpy, rich, matplotlib, pytorch-lightning, safetensors;
 # step 2 also jsonargparse (pure Python: bring its package folders jsonargparse, docstring_parser
@@ -22,14 +27,7 @@
 # EXTRA_SITE, e.g. EXTRA_SITE=.extra experiments/scripts/gpu_jacobian.sh out/). Without it step 2 is
 # skipped with a note.
 set -euo pipefail
-OUT=${1:?usage: experiments/scripts/gpu_jacobian.sh OUT_DIR}
-cd "$(dirname "$0")/../.."  # the repository root
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-PY=${PYTHON:-python3}
-export HF_HUB_OFFLINE=1 WANDB_MODE=disabled WANDB_SILENT=true PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD${EXTRA_SITE:+:$(cd "$EXTRA_SITE" && pwd)}${PYTHONPATH:+:$PYTHONPATH}"
-exec > >(tee -a "$OUT/log.txt") 2>&1
+source "$(dirname "$0")/common.sh"  # OUT, PY, the repository root, offline, log.txt
 
 { nvidia-smi || true; "$PY" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } \
   > "$OUT/gpu.txt" 2>&1
@@ -74,4 +72,13 @@ cp "$SWEEP/results.json" "$OUT/sweep_results.json" 2>/dev/null || true
 for f in founding_s_eq_t founding_s_eq_t_minus_2 metrics_vs_distance; do
   cp "$SWEEP/figures/resid_pre.0__resid_post.11/$f.png" "$OUT/" 2>/dev/null || true
 done
+echo "== 3. the full all-pairs sketch summary of GPT-2 small at context 1024 (every t, every s <= t)"
+FULL=$(mktemp -d)/full
+START=$(date +%s)
+timeout --signal=INT 600 "$PY" -m experiments.cli jacobian --model "$MODEL" --context_length 1024 \
+  --contexts 1 --targets 1024 --covariance_contexts 8 --device cuda --chunk_size 64 --method sketch \
+  --sketch_size 64 --wandb.mode disabled --progress false --out "$FULL" | tee "$OUT/full_sketch.txt" \
+  || echo "== full sketch stopped (exit $?)"
+echo "full all-pairs sketch: $(( $(date +%s) - START )) s wall (target <= 600 s)" | tee -a "$OUT/full_sketch.txt"
+cp "$FULL/results.json" "$OUT/full_sketch_results.json" 2>/dev/null || true
 echo "wrote $(ls "$OUT")"

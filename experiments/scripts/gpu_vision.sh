@@ -27,16 +27,10 @@
 # Rehearse on a CPU machine (no GPU time spent): VISION_DEVICE=cpu VISION_SIZE=tiny (2 steps, one
 # torch / BLAS thread per run unless VISION_THREADS says otherwise).
 set -euo pipefail
-OUT=${1:?usage: experiments/scripts/gpu_vision.sh OUT_DIR}
-cd "$(dirname "$0")/../.."  # the repository root
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+source "$(dirname "$0")/common.sh"  # OUT, PY, the repository root, offline, log.txt
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-export WANDB_MODE=disabled WANDB_SILENT=true HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec > >(tee -a "$OUT/log.txt") 2>&1
 
 DEVICE=${VISION_DEVICE:-cuda}
 SIZE=${VISION_SIZE:-full}
