@@ -22,6 +22,8 @@ direction) against the covariance Cov(a).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -47,6 +49,18 @@ def _eigh_desc(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
 
 
+@lru_cache(maxsize=2)
+def _haar_squares(d: int, n: int, seed: int) -> np.ndarray:
+    """R_ij^2 of n Haar-random (d, d) orthogonal R (float32): the same draws serve every
+    measurement of one width (the SpectraCallback measures many), so they are drawn once."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, d, d), dtype=np.float32)
+    for i in range(n):
+        q, r = np.linalg.qr(rng.standard_normal((d, d)))
+        out[i] = (q * np.sign(np.diag(r))) ** 2  # Haar, not merely orthogonal
+    return out
+
+
 def rotation_null(
     measured: np.ndarray, predicted_eigs: np.ndarray, n: int, seed: int
 ) -> np.ndarray:
@@ -55,14 +69,10 @@ def rotation_null(
     In M's eigenbasis, <M, Q P Q^T> = sum_ij mu_i pi_j R_ij^2 with R Haar-orthogonal.
     """
     mu, _ = _eigh_desc(measured)
-    rng = np.random.default_rng(seed)
     norm = np.linalg.norm(mu) * np.linalg.norm(predicted_eigs)
-    out = np.empty(n)
-    for i in range(n):
-        q, r = np.linalg.qr(rng.standard_normal((len(mu), len(mu))))
-        q *= np.sign(np.diag(r))  # Haar, not merely orthogonal
-        out[i] = mu @ (q**2) @ predicted_eigs / norm if norm > 0 else 0.0
-    return out
+    if norm == 0:
+        return np.zeros(n)
+    return np.einsum("i,nij,j->n", mu, _haar_squares(len(mu), n, seed), predicted_eigs) / norm
 
 
 def matrix_agreement(measured, predicted, k: int, n_null: int = N_NULL, seed: int = 0) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 from experiments.progress import duration
 from experiments.runtime import console, limit_cpu_threads, thread_environment
 from lth.errors import LTCError
+from lth.layout import log_file
 
 HERE = "here"  # this machine: in this process, or `workers` subprocesses
 POLL_S = 1.0
@@ -28,11 +29,6 @@ class Launch:
     label: str
     config: Path
     run_dir: Path
-
-    @property
-    def log_name(self) -> str:
-        """The log file's name: the label with every run of non-alphanumerics as one '_'."""
-        return re.sub(r"[^A-Za-z0-9]+", "_", self.label).strip("_") + ".log"
 
 
 @dataclass
@@ -98,7 +94,7 @@ def run_subprocesses(launches: list[Launch], workers: int, threads: int, log_dir
     while pending or active:
         while pending and len(active) < workers:
             launch = pending.pop(0)
-            log = log_dir / launch.log_name
+            log = log_file(log_dir, launch.label)
             with open(log, "w") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "imp", "--config", str(launch.config)],
                                         stdout=out, stderr=subprocess.STDOUT, env=env)

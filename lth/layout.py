@@ -83,6 +83,11 @@ class _Under:
         return Path(base).joinpath(*self.parts)
 
 
+def log_file(directory: Path, label: str) -> Path:
+    """The log of a launched run in a `logs/` folder: its label, every run of non-alphanumerics one '_'."""
+    return Path(directory) / (re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_") + ".log")
+
+
 def level_name(level: int) -> str:
     """`level_03`: the directory (and job) name of a level."""
     return f"level_{level:02d}"
