@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.progress import duration
+from experiments.environment.progress import duration
 from experiments.runtime import console, limit_cpu_threads, thread_environment
 from lth.errors import LTCError
 from lth.layout import log_file

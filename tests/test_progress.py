@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from experiments.cli import main
-from experiments.progress import ExperimentClock, duration
+from experiments.environment.progress import ExperimentClock, duration
 from lth.jobs import Position
 from tests.helpers import write_config
 

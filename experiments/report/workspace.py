@@ -13,7 +13,7 @@ from __future__ import annotations
 from channels.keys import SpectrumKey
 from experiments.report.spectra_table import CHART_FIELDS
 from experiments.report.wandb_summary import CHART_KEY, chart_id
-from experiments.wandb_jobs import REMAINING
+from experiments.environment.wandb_jobs import REMAINING
 
 RANK = "effective_rank"
 

@@ -2,7 +2,7 @@
 
 It builds, from a parsed recipe, what the driver asks for: fresh tasks, the datamodule, the
 trainer's arguments, each job's extra callbacks (the SpectraCallback, the progress bar) and
-logger (one W&B run per job, `experiments.wandb_jobs`), the rotation of the rotated line, and the
+logger (one W&B run per job, `experiments.environment.wandb_jobs`), the rotation of the rotated line, and the
 test error of the instability branch; it prints one line per finished job with the experiment's ETA.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pytorch_lightning.utilities import move_data_to_device
 
 from channels.callback import SpectraCallback
 from channels.spectra import SpectraConfig
-from experiments import wandb_jobs
+from experiments.environment import wandb_jobs
 from experiments.config import instantiate
-from experiments.progress import ExperimentClock, JobProgress
+from experiments.environment.progress import ExperimentClock, JobProgress
 from experiments.runtime import console
 from experiments.settings import WandbConfig
 from experiments.tasks.base import Task
