@@ -36,7 +36,7 @@ class BasisChange(Protocol):
         """Make a net built from the new-basis weights compute the original function of its input."""
 
 
-def haar_orthogonal(d: int, gen: torch.Generator) -> torch.Tensor:
+def haar_orthogonal(d: int, gen: torch.Generator | None = None) -> torch.Tensor:
     """A Haar-random (d, d) orthogonal matrix (QR of a Gaussian with R's diagonal signs fixed)."""
     q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
@@ -67,13 +67,17 @@ class InputRotation:
 
     def attach(self, net: nn.Module) -> None:
         rotation = self.rotation
+        converted: dict[tuple, torch.Tensor] = {}  # R^T in each (dtype, device) the net runs in, made once
 
         def rotate(module, args):
             x = args[0].flatten(1)
             if x.shape[1] != rotation.shape[0]:
                 raise LTCError(f"the input has {x.shape[1]} features, the rotation {rotation.shape[0]}: "
                                "the input rotation needs the first linear layer to read the raw input")
-            return (x @ rotation.to(x.dtype).to(x.device).T, *args[1:])
+            key = (x.dtype, x.device)
+            if key not in converted:
+                converted[key] = rotation.to(dtype=x.dtype, device=x.device).T
+            return (x @ converted[key], *args[1:])
 
         net.register_forward_pre_hook(rotate)
 

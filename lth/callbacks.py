@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,12 @@ class MaskAgreement(pl.Callback):
     """With several processes, checks at the start of fit that every rank trains the same mask."""
 
     def __init__(self, mask: Mask) -> None:
-        self.digest = rundir.tensors_sha256(mask)
+        self.mask = mask
+
+    @cached_property
+    def digest(self) -> str:
+        """The mask's content hash, computed only when ranks compare it."""
+        return rundir.tensors_sha256(self.mask)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.world_size == 1:

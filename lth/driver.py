@@ -32,8 +32,9 @@ import pytorch_lightning as pl
 import torch
 
 from lth import rundir
+from lth.basis import BasisChange
 from lth.branches import Branch, LineBranch
-from lth.branches.base import BranchContext, Finish, JobPlan, State
+from lth.branches.base import BranchContext, JobPlan, State
 from lth.callbacks import (
     AtomicCheckpoint,
     DivergenceGuard,
@@ -103,7 +104,7 @@ class Environment(Protocol):
     def rotate(self, net: torch.nn.Module, generator: torch.Generator) -> None:
         """Change the net's basis in place without changing its function (the rotated line)."""
 
-    def basis_change(self, seed: int):
+    def basis_change(self, seed: int) -> BasisChange:
         """A function-preserving random change of the net's basis (`lth.basis`), drawn from `seed`."""
 
     def test_error(self, task: pl.LightningModule, device: torch.device) -> float:
@@ -210,7 +211,7 @@ class IMPDriver:
             else:
                 mask = self._level_mask(level)
                 start = None if level == 0 else apply_mask(self._theta_k(), mask)
-                self._train(self._job(level, self.line_name, files, mask), start)
+                self._train(self._job(level, self.line_name, files, mask), JobPlan(mask, start))
             for branch in branches_at(self.cfg, level):
                 self._run_branch(branch, level)
         for line in secondary_lines(self.cfg) if self.line is None else []:
@@ -242,8 +243,7 @@ class IMPDriver:
             test_error=self.env.test_error, basis_change=self.env.basis_change,
             instability_points=self.cfg.instability_points, sgd_lr=self.cfg.basis_sgd_lr)
         plan = branch.plan(context)
-        self._train(self._job(level, branch.name, files, plan.mask), plan.start, data_order_seed=plan.data_order_seed,
-                    finish=plan.finish, plan=plan)
+        self._train(self._job(level, branch.name, files, plan.mask), plan)
 
     def _skip(self, job: Job) -> None:
         rundir.verify_all(job.dir)  # a finished level is trusted only whole
@@ -260,19 +260,18 @@ class IMPDriver:
             callbacks.append(RewindCapture(self.cfg.rewind_step, self.layout.rewind))
         return callbacks + self.env.make_callbacks(job)
 
-    def _train(self, job: Job, start: State | None, data_order_seed: int | None = None,
-               finish: Finish | None = None, plan: JobPlan | None = None) -> None:
-        """Train one job from `start` (None = theta_0) and write its artifacts, `DONE` last.
+    def _train(self, job: Job, plan: JobPlan) -> None:
+        """Train one job from `plan.start` (None = theta_0) and write its artifacts, `DONE` last.
 
-        `data_order_seed` replaces the environment's; `finish(task, trainer, logger)` measures
-        something of the trained job, stored in metrics.json under the branch's name; a branch's
-        `plan` may replace optimiser settings and prepare the net.
+        A branch's plan may replace the data order and optimiser settings, prepare the net, and
+        `finish(task, trainer, logger)` measures something of the trained job, stored in
+        metrics.json under the branch's name.
         """
-        task = self.env.make_task(plan.task_overrides if plan else None)
-        if plan is not None and plan.prepare is not None:
+        task = self.env.make_task(plan.task_overrides)
+        if plan.prepare is not None:
             plan.prepare(task.net)
         validate_mask(job.mask, task.net)
-        task.net.load_state_dict(self._theta0() if start is None else start)
+        task.net.load_state_dict(self._theta0() if plan.start is None else plan.start)
         ckpt = job.files.checkpoint
         if is_global_zero():
             _clear_unfinished(job.dir)
@@ -295,7 +294,7 @@ class IMPDriver:
             dm = self.env.datamodule
             dm.prepare_data()
             dm.setup("fit")
-            order = self.env.data_order_seed if data_order_seed is None else data_order_seed
+            order = self.env.data_order_seed if plan.data_order_seed is None else plan.data_order_seed
             train, checkpointer.sampler = step_indexed_loader(dm.train_dataloader(), order, trainer.max_steps,
                                                               trainer.global_rank, trainer.world_size)
             pl.seed_everything(self.env.seed, verbose=False)
@@ -308,7 +307,7 @@ class IMPDriver:
             train_time = time.perf_counter() - started
             dm.setup("test")
             tested = trainer.test(task, dataloaders=dm.test_dataloader(), verbose=False)[0]
-            extra = {} if finish is None else {job.branch: finish(task, trainer, logger)}
+            extra = {} if plan.finish is None else {job.branch: plan.finish(task, trainer, logger)}
             metrics = {
                 "job": job.name,
                 "level": job.level,

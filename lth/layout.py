@@ -140,13 +140,17 @@ class ReportFiles:
 
 
 @dataclass(frozen=True)
-class RunLayout:
-    """The paths of one run directory (or of a secondary line inside it, laid out the same way)."""
+class _Root:
+    """A directory whose files are named below `root` (given as str or Path, kept as a Path)."""
 
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+
+class RunLayout(_Root):
+    """The paths of one run directory (or of a secondary line inside it, laid out the same way)."""
 
     config = _Under(CONFIG)
     init = _Under(INIT)
@@ -190,14 +194,8 @@ class RunLayout:
         return sorted(p.name for p in self.branches.iterdir() if p.is_dir()) if self.branches.is_dir() else []
 
 
-@dataclass(frozen=True)
-class SweepLayout:
+class SweepLayout(_Root):
     """The paths of one `ltc jacobian` output directory (pairs are named by their slug `a__b`)."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     identity = _Under(SWEEP_IDENTITY)
     config = _Under(CONFIG)
@@ -229,8 +227,7 @@ class SweepLayout:
     wandb = _Under(WANDB)
 
 
-@dataclass(frozen=True)
-class CalibrationLayout:
+class CalibrationLayout(_Root):
     """`ltc calibrate`'s directory: one run directory per planted world and seed, and a report.
 
         <out>/<world>/seed_<s>/   a run directory (RunLayout)
@@ -238,18 +235,14 @@ class CalibrationLayout:
         <out>/report/             calibration.json, report.md, index.html, figures/
     """
 
-    root: Path
+    logs = _Under(LOGS)
 
     def run(self, world: str, seed: int) -> Path:
-        return Path(self.root) / world / f"seed_{seed}"
-
-    @property
-    def logs(self) -> Path:
-        return Path(self.root) / LOGS
+        return self.root / world / f"seed_{seed}"
 
     @property
     def report(self) -> ReportFiles:
-        return ReportFiles(Path(self.root) / REPORT)
+        return ReportFiles(self.root / REPORT)
 
 
 DEFAULT_CALIBRATION = CalibrationLayout(Path("runs") / "calibration")

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import GPT2LMHeadModel
 
+from lth.basis import haar_orthogonal
 from lth.errors import LTCError
 
 
@@ -43,9 +44,7 @@ def random_rotation_fixing_ones(
     complement = torch.linalg.qr(
         torch.cat([u, torch.eye(d, dtype=torch.float64)[:, : d - 1]], 1)
     ).Q[:, 1:]
-    gaussian = torch.randn(d - 1, d - 1, generator=generator, dtype=torch.float64)
-    r, upper = torch.linalg.qr(gaussian)
-    r = r * torch.sign(torch.diagonal(upper))
+    r = haar_orthogonal(d - 1, generator)
     return (u @ u.T + complement @ r @ complement.T).to(dtype)
 
 

@@ -12,10 +12,10 @@ import hashlib
 import torch
 
 
-def derive_seed(*parts: int | str, bits: int = 63) -> int:
-    """A `bits`-bit seed from the sha256 of the parts joined by '/' (63 fits torch, 32 numpy)."""
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed (it fits torch; callers reduce it for numpy) from the sha256 of the parts joined by '/'."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> (64 - bits)
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def generator(*parts: int | str) -> torch.Generator:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lth.basis import BasisChange
 from lth.masks import Mask
 from lth.seeds import derive_seed, generator
 
@@ -64,7 +65,7 @@ class BranchContext:
     dense_weights: Callable[[], State]     # the trained dense network (level 0)
     fresh_init: Callable[[int], State]     # a new random initialisation from a seed
     test_error: Callable[[object, torch.device], float]
-    basis_change: Callable[[int], object]  # seed -> a function-preserving change of basis (lth.basis)
+    basis_change: Callable[[int], BasisChange]  # seed -> a function-preserving change of basis
     instability_points: int
     sgd_lr: float
 
@@ -85,7 +86,6 @@ class Branch:
         is_control: the ticket is compared with it at equal sparsity (the LTH controls).
         style: how figures draw it.
         at_dense: it also runs at level 0.
-        description: one line for the docs and error messages.
     """
 
     name: str
@@ -93,7 +93,6 @@ class Branch:
     style: PlotStyle
     plan: Callable[[BranchContext], JobPlan]
     at_dense: bool = False
-    description: str = ""
     is_line: bool = field(default=False, init=False)
 
 
@@ -110,6 +109,5 @@ class LineBranch:
     style: PlotStyle
     transform: Callable[[object, torch.nn.Module, torch.Generator], None]
     enabled: Callable[[object], bool]
-    description: str = ""
     is_control: bool = field(default=False, init=False)
     is_line: bool = field(default=True, init=False)

@@ -4,5 +4,4 @@ from lth.branches._basis import basis_plan
 from lth.branches.base import Branch, PlotStyle
 
 BRANCH = Branch("basis_identity", is_control=False, style=PlotStyle("C7", "<"),
-                plan=basis_plan(rotate=False, sgd=False),
-                description="one-shot ticket in the original basis, retrained with the recipe's optimiser")
+                plan=basis_plan(rotate=False, sgd=False))

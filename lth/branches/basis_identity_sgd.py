@@ -4,5 +4,4 @@ from lth.branches._basis import basis_plan
 from lth.branches.base import Branch, PlotStyle
 
 BRANCH = Branch("basis_identity_sgd", is_control=False, style=PlotStyle("C7", "<", ":"),
-                plan=basis_plan(rotate=False, sgd=True),
-                description="one-shot ticket in the original basis, retrained with SGD")
+                plan=basis_plan(rotate=False, sgd=True))

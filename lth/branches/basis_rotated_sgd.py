@@ -4,5 +4,4 @@ from lth.branches._basis import basis_plan
 from lth.branches.base import Branch, PlotStyle
 
 BRANCH = Branch("basis_rotated_sgd", is_control=False, style=PlotStyle("C8", ">", ":"),
-                plan=basis_plan(rotate=True, sgd=True),
-                description="one-shot ticket in a random orthogonal basis, retrained with SGD")
+                plan=basis_plan(rotate=True, sgd=True))

@@ -39,5 +39,4 @@ def plan(ctx: BranchContext) -> JobPlan:
     return JobPlan(ctx.ticket, start, data_order(ctx.data_order_seed), finish)
 
 
-BRANCH = Branch("instability", is_control=False, style=PlotStyle("C6", "P"), plan=plan, at_dense=True,
-                description="a second copy of the level with another data order; the error barrier between them")
+BRANCH = Branch("instability", is_control=False, style=PlotStyle("C6", "P"), plan=plan, at_dense=True)

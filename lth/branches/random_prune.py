@@ -14,5 +14,4 @@ def plan(ctx: BranchContext) -> JobPlan:
     return JobPlan(mask, apply_mask(ctx.theta_k(), mask))
 
 
-BRANCH = Branch("random_prune", is_control=True, style=PlotStyle("C2", "^"), plan=plan,
-                description="a random mask with the ticket's per-tensor counts, on theta_k")
+BRANCH = Branch("random_prune", is_control=True, style=PlotStyle("C2", "^"), plan=plan)

@@ -12,5 +12,4 @@ def plan(ctx: BranchContext) -> JobPlan:
     return JobPlan(ctx.ticket, apply_mask(ctx.fresh_init(ctx.seed_of("init") % 2**32), ctx.ticket))
 
 
-BRANCH = Branch("random_reinit", is_control=True, style=PlotStyle("C1", "s"), plan=plan,
-                description="the ticket's mask on a fresh random initialisation")
+BRANCH = Branch("random_reinit", is_control=True, style=PlotStyle("C1", "s"), plan=plan)

@@ -9,5 +9,4 @@ from lth.branches.base import LineBranch, PlotStyle
 
 BRANCH = LineBranch("rotated", style=PlotStyle("C4", "D", "-"),
                     transform=lambda env, net, generator: env.rotate(net, generator),
-                    enabled=lambda cfg: bool(cfg.rotation),
-                    description="IMP on the same network in a randomly rotated residual basis")
+                    enabled=lambda cfg: bool(cfg.rotation))

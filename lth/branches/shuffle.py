@@ -14,5 +14,4 @@ def plan(ctx: BranchContext) -> JobPlan:
     return JobPlan(mask, {**theta_k, **shuffled})
 
 
-BRANCH = Branch("shuffle", is_control=True, style=PlotStyle("C3", "v"), plan=plan,
-                description="the ticket's mask and rewound values shuffled within each tensor")
+BRANCH = Branch("shuffle", is_control=True, style=PlotStyle("C3", "v"), plan=plan)
