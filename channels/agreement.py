@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from channels.compare import subspace_overlap
-from channels.metrics import DEFAULT_RTOL, as_spectrum, spectrum_metrics
+from channels.metrics import DEFAULT_RTOL, as_spectrum, eigh_desc, spectrum_metrics
 from lth.errors import LTCError
 
 ALPHA = 0.05
@@ -44,31 +44,26 @@ def _symmetric(x, what: str) -> np.ndarray:
     return (values + values.T) / 2
 
 
-def _eigh_desc(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    values, vectors = np.linalg.eigh(matrix)
-    return np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
-
-
 @lru_cache(maxsize=2)
 def _haar_squares(d: int, n: int, seed: int) -> np.ndarray:
     """R_ij^2 of n Haar-random (d, d) orthogonal R (float32): the same draws serve every
-    measurement of one width (the SpectraCallback measures many), so they are drawn once."""
+    measurement of one width (the SpectraCallback measures many), so they are drawn once.
+
+    R = Q of the QR of a Gaussian matrix; the sign fix of Q's columns that makes it Haar
+    leaves the squares unchanged, so it is not applied."""
     rng = np.random.default_rng(seed)
     out = np.empty((n, d, d), dtype=np.float32)
     for i in range(n):
-        q, r = np.linalg.qr(rng.standard_normal((d, d)))
-        out[i] = (q * np.sign(np.diag(r))) ** 2  # Haar, not merely orthogonal
+        out[i] = np.linalg.qr(rng.standard_normal((d, d)))[0] ** 2
     return out
 
 
-def rotation_null(
-    measured: np.ndarray, predicted_eigs: np.ndarray, n: int, seed: int
-) -> np.ndarray:
+def rotation_null(mu: np.ndarray, predicted_eigs: np.ndarray, n: int, seed: int) -> np.ndarray:
     """cos(M, Q P Q^T) for n Haar-random Q: P's spectrum with random eigenvectors.
 
-    In M's eigenbasis, <M, Q P Q^T> = sum_ij mu_i pi_j R_ij^2 with R Haar-orthogonal.
+    `mu` and `predicted_eigs` are the eigenvalues of M and P, descending (`eigh_desc`). In M's
+    eigenbasis, <M, Q P Q^T> = sum_ij mu_i pi_j R_ij^2 with R Haar-orthogonal.
     """
-    mu, _ = _eigh_desc(measured)
     norm = np.linalg.norm(mu) * np.linalg.norm(predicted_eigs)
     if norm == 0:
         return np.zeros(n)
@@ -82,11 +77,11 @@ def matrix_agreement(measured, predicted, k: int, n_null: int = N_NULL, seed: in
         raise LTCError(f"matrices of different widths: {m.shape} and {p.shape}")
     dim = m.shape[0]
     k = max(1, min(k, dim))
-    mu, m_vec = _eigh_desc(m)
-    pi, p_vec = _eigh_desc(p)
+    mu, m_vec = eigh_desc(m)
+    pi, p_vec = eigh_desc(p)
     norm_m, norm_p = np.linalg.norm(m), np.linalg.norm(p)
     cos = float(np.sum(m * p) / (norm_m * norm_p)) if norm_m > 0 and norm_p > 0 else 0.0
-    null = rotation_null(m, pi, n_null, seed)
+    null = rotation_null(mu, pi, n_null, seed)
     p_value = float((1 + np.sum(null >= cos)) / (1 + n_null))
     overlap = subspace_overlap(m_vec[:, :k], p_vec[:, :k])
     shares_m = as_spectrum(mu) / mu.sum() if mu.sum() > 0 else mu

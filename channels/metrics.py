@@ -9,7 +9,8 @@ An all-zero spectrum (a dead site) has no channels: every metric returns 0.0, ne
 `METRICS` is the one registry of named metrics (name -> function of the descending spectrum, k
 and rtol, its formula in the docstring): the SpectraCallback, `ltc spectra` and the Jacobian
 sweep all report these names. Estimators that see only power sums of a spectrum (the sketch)
-use `participation_ratio_of` and `stable_rank_of`, the same formulas.
+use `participation_ratio_of` and `stable_rank_of`, the same formulas. `eigh_desc` gives a
+symmetric matrix's spectrum (and eigenvectors) in this module's order.
 """
 
 from collections.abc import Callable
@@ -31,6 +32,17 @@ def as_spectrum(eigs) -> np.ndarray:
     if not np.isfinite(values).all():
         raise LTCError("spectrum holds NaN or Inf; the matrix it came from is not finite")
     return np.sort(np.clip(values, 0.0, None))[::-1]
+
+
+def eigh_desc(matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues, eigenvectors as columns) of a symmetric matrix (numpy or torch), descending.
+
+    float64 `np.linalg.eigh` (it reads the lower triangle); eigenvalues clipped at 0. Both are
+    fresh contiguous arrays (torch.from_numpy refuses the reversed views).
+    """
+    values = matrix.detach().cpu().double().numpy() if isinstance(matrix, torch.Tensor) else matrix
+    values, vectors = np.linalg.eigh(np.asarray(values, dtype=np.float64))
+    return np.clip(values[::-1], 0.0, None).copy(), vectors[:, ::-1].copy()
 
 
 def entropy_effective_rank(eigs) -> float:

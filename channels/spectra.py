@@ -20,8 +20,9 @@ from channels.agreement import jacobian_vs_covariance
 from channels.covariance import StreamingCovariance, rows_from_activation
 from channels.jacobian import GramAccumulator, iter_sequence_jacobian, site_jacobian
 from channels.keys import EIGENVALUES, EIGENVECTORS, STEPS, SpectrumKey, comparison_key, cov_key, jac_key
-from channels.metrics import spectrum_metrics
+from channels.metrics import eigh_desc, spectrum_metrics
 from channels.sites import call_model, capture, resolve_sites
+from channels.sweep_plan import parse_pair
 from lth.errors import LTCError
 
 
@@ -52,10 +53,13 @@ class SpectraConfig:
     def pairs(self) -> list[tuple[str, str]]:
         out = []
         for spec in self.jacobians:
-            parts = [p.strip() for p in spec.split("->")]
-            if len(parts) != 2 or not all(parts):
-                raise LTCError(f"spectra.jacobians entry {spec!r} is not of the form 'site_a->site_b'")
-            out.append((parts[0], parts[1]))
+            try:
+                pair = parse_pair(spec)
+            except LTCError:  # the same check, in the words of this config section
+                raise LTCError(
+                    f"spectra.jacobians entry {spec!r} is not of the form 'site_a->site_b'"
+                ) from None
+            out.append((pair.a, pair.b))
         return out
 
     def validate(self) -> None:
@@ -67,11 +71,6 @@ class SpectraConfig:
 def _rows(activation: torch.Tensor) -> torch.Tensor:
     """Conv maps (B, C, H, W) -> rows of C channels; (B, d) and (B, T, d) -> rows of d."""
     return rows_from_activation(activation, channel_dim=1 if activation.ndim == 4 else None)
-
-
-def _eigh_desc(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    values, vectors = np.linalg.eigh(matrix.detach().cpu().numpy().astype(np.float64))
-    return np.clip(values[::-1], 0.0, None).copy(), vectors[:, ::-1].copy()
 
 
 def _grams(model: nn.Module, probe, a: str, b: str, step: int) -> dict[str | None, torch.Tensor]:
@@ -91,7 +90,9 @@ def _grams(model: nn.Module, probe, a: str, b: str, step: int) -> dict[str | Non
                     split = {"self": block[t : t + 1], "cross": torch.cat([block[:t], block[t + 1 :]])}
                     for part, chosen in split.items():
                         if len(chosen):
-                            parts.setdefault(part, GramAccumulator(block.shape[-1])).update(chosen)
+                            if part not in parts:
+                                parts[part] = GramAccumulator(block.shape[-1])
+                            parts[part].update(chosen)
         else:
             blocks = site_jacobian(model, probe, a, b)
             parts["all"] = GramAccumulator(blocks.shape[-1])
@@ -128,12 +129,12 @@ def measure(model: nn.Module, probe, jacobian_probe, cfg: SpectraConfig, step: i
             cov = StreamingCovariance(rows.shape[1], name=site.name)
             cov.update(rows, step=step)
             covs[site.name] = cov.covariance()
-            out[str(cov_key(site.name))] = _entry(*_eigh_desc(covs[site.name]), cfg)
+            out[str(cov_key(site.name))] = _entry(*eigh_desc(covs[site.name]), cfg)
         for a, b in cfg.pairs():
             with torch.enable_grad():
                 grams = _grams(model, jacobian_probe, a, b, step)
             for part, gram in grams.items():
-                out[str(jac_key(a, b, part))] = _entry(*_eigh_desc(gram), cfg)
+                out[str(jac_key(a, b, part))] = _entry(*eigh_desc(gram), cfg)
             if a in covs and covs[a].shape == grams[None].shape:
                 k = min(cfg.top_k, grams[None].shape[0])
                 out[str(comparison_key(a))] = {"metrics": jacobian_vs_covariance(

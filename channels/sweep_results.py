@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from channels.agreement import jacobian_vs_covariance, matrix_agreement
-from channels.metrics import METRIC_NAMES, spectrum_metrics
+from channels.metrics import METRIC_NAMES, eigh_desc, spectrum_metrics
 from channels.spectra import load_npz
 from channels.sweep import Sweep
 from channels.sweep_items import FOUNDING
@@ -68,11 +68,6 @@ def metric_curves(distance: np.ndarray, metrics: np.ndarray, by_bin: bool) -> li
             row |= {name: _stats(metrics[where, j]) for j, name in enumerate(METRIC_NAMES)}
             rows.append(row)
     return rows
-
-
-def _eigh_desc(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    values, vectors = np.linalg.eigh(matrix.cpu().double().numpy())
-    return np.clip(values[::-1], 0.0, None).copy(), vectors[:, ::-1].copy()
 
 
 def _pair_table(sweep: Sweep, index: int, finished: list[tuple[int, int, int]]) -> dict:
@@ -159,7 +154,7 @@ def _pair_entry(sweep: Sweep, index: int, state: ShardState, covs: dict, top_k: 
     for side in SIDES:
         site = pair.a if side == "in" else pair.b
         for part, (gram, count) in _grams(state, pair.slug, side).items():
-            values, vectors = _eigh_desc(gram)
+            values, vectors = eigh_desc(gram)
             k = min(top_k, max(1, len(values) // 2))
             key = f"{side}/{part}"
             arrays[f"{pair.slug}/gram/{key}/eigenvalues"] = values
@@ -195,7 +190,7 @@ def collect(sweep: Sweep, top_k: int) -> tuple[dict, dict[str, np.ndarray], dict
     arrays: dict[str, np.ndarray] = {"metric_names": np.asarray(METRIC_NAMES)}
     lens: dict[str, torch.Tensor] = {}
     for site, cov in covs.items():
-        values, vectors = _eigh_desc(cov)
+        values, vectors = eigh_desc(cov)
         summary["covariance"][site] = spectrum_metrics(values, min(top_k, len(values)), sweep.settings.rtol)
         arrays[f"cov/{site}/eigenvalues"] = values
         arrays[f"cov/{site}/eigenvectors"] = vectors[:, :top_k]
