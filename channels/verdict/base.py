@@ -48,10 +48,6 @@ class SiteResult:
     note: str = ""
 
     @property
-    def seeds(self) -> int:
-        return len(self.units)
-
-    @property
     def votes(self) -> bool:
         return self.reading in (CHANNELS, SUBCIRCUITS) and not self.provisional
 

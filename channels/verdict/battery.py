@@ -11,6 +11,7 @@ from channels.verdict import alignment, basis, causal, identity, localisation, s
 from channels.verdict.base import (
     CHANNELS,
     INCONCLUSIVE,
+    MIN_SEEDS,
     NETWORK,
     NO_TICKET,
     NOT_RUN,
@@ -32,13 +33,13 @@ def verdict_rule() -> str:
     voters = [t.key for t in TESTS if t.votes and t is not PRECONDITION]
     quiet = [t.key for t in TESTS if not t.votes]
     return (f"{PRECONDITION.key} first: no ticket -> `{NO_TICKET}`, nothing else read. Then each site (the input, "
-            f"each hidden layer) collects the readings of {', '.join(voters)} that have >= 5 seeds; a site is "
-            "subcircuits (or channels) when its readings include that one and not the other, a conflict when "
-            "they include both. Verdict: subcircuits if some site is subcircuits (a few units or coordinates "
+            f"each hidden layer) collects the readings of {', '.join(voters)} that have >= {MIN_SEEDS} seeds; "
+            "a site is subcircuits (or channels) when its readings include that one and not the other, a conflict "
+            "when they include both. Verdict: subcircuits if some site is subcircuits (a few units or coordinates "
             "carry the function somewhere), channels if every site with readings is channels (no sparse set "
             "picks the directions out anywhere), inconclusive on any conflict or without readings. "
-            f"{', '.join(quiet)} are descriptive and do not vote. Fewer than 5 seeds: the same rule on the "
-            "point estimates, marked provisional.")
+            f"{', '.join(quiet)} are descriptive and do not vote. Fewer than {MIN_SEEDS} seeds: the same rule "
+            "on the point estimates, marked provisional.")
 
 
 def run_battery(runs: Sequence[RunData], networks=None) -> list[TestResult]:
@@ -48,18 +49,18 @@ def run_battery(runs: Sequence[RunData], networks=None) -> list[TestResult]:
 
 def site_readings(results: Sequence[TestResult]) -> dict[str, dict]:
     """Per site: the voting tests' readings (test -> reading) and the site's reading: subcircuits,
-    channels, or conflict. Readings from >= 5 seeds vote; a site with none of those reads its
-    provisional ones and is marked provisional."""
-    found: dict[str, list[tuple[str, str, bool]]] = {}
+    channels, or conflict. Readings from >= `MIN_SEEDS` seeds vote; a site with none of those
+    reads its provisional ones and is marked provisional."""
+    found: dict[str, list[tuple[str, str, bool]]] = {}  # site -> (test, reading, votes)
     for result in results:
         if not result.votes or result.test == PRECONDITION.key:
             continue
         for site, site_result in result.sites.items():
             if site_result.reading in (CHANNELS, SUBCIRCUITS):
-                found.setdefault(site, []).append((result.test, site_result.reading, site_result.provisional))
+                found.setdefault(site, []).append((result.test, site_result.reading, site_result.votes))
     sites = {}
     for site, readings in found.items():
-        firm = [r for r in readings if not r[2]]
+        firm = [r for r in readings if r[2]]
         used = firm or readings
         kinds = {reading for _, reading, _ in used}
         sites[site] = {"tests": {test: reading for test, reading, _ in used}, "provisional": not firm,

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from channels.verdict.base import NETWORK
+from channels.verdict.base import (
+    CHANNELS,
+    INCONCLUSIVE,
+    NETWORK,
+    NO_TICKET,
+    NOT_RUN,
+    SUBCIRCUITS,
+    TICKET,
+)
 from channels.verdict.battery import VERDICTS
+from channels.verdict.identity import NOT_SHARED, SHARED
+from channels.verdict.signature import KEPT_ALIKE, KEPT_BETTER
 
-TRUTHS = ("subcircuits", "channels", "no ticket")
-ORDER = ("subcircuits", "channels", "ticket", "no ticket", "shared", "not shared", "kept better", "kept alike",
-         "inconclusive", "not run")
+TRUTHS = (SUBCIRCUITS, CHANNELS, NO_TICKET)
+ORDER = (SUBCIRCUITS, CHANNELS, TICKET, NO_TICKET, SHARED, NOT_SHARED, KEPT_BETTER, KEPT_ALIKE, INCONCLUSIVE, NOT_RUN)
 
 
 def confusion(pairs: Sequence[tuple[str, str]], columns: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -82,10 +82,6 @@ class RunData:
         return f"s{self.seed}" if self.data_order_seed == self.seed else f"s{self.seed}/d{self.data_order_seed}"
 
     @property
-    def top_k(self) -> int:
-        return int((self.config.get("spectra") or {}).get("top_k", 8))
-
-    @property
     def dense(self) -> Trained:
         return self.levels[0]
 
@@ -133,11 +129,6 @@ def load_run(path: str | Path) -> RunData:
 def spectrum_keys(spectra: dict[str, np.ndarray]) -> list[str]:
     """The spectra measured (`channels.keys`: `<site>/cov`, `<a>-><b>/jac`), in file order."""
     return [str(key) for key in stored_keys(spectra)]
-
-
-def key_site(key: str) -> str:
-    """Where a spectrum's eigenvectors live: the site of `<site>/cov`, the source a of `<a>-><b>/jac`."""
-    return SpectrumKey.parse(key).site
 
 
 def final_eigenvalues(spectra: dict[str, np.ndarray], key: str) -> np.ndarray:

@@ -18,8 +18,6 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from channels.compare import linear_cka
-
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """Student-t interval of the mean of the finite values; (nan, nan) for fewer than 2."""
@@ -57,9 +55,3 @@ def hypergeometric_overlap(kept_a: int, kept_b: int, total: int, shared: int) ->
     return {"shared": float(shared), "null_mean": mean,
             "z": (shared - mean) / math.sqrt(var) if var > 0 else math.nan,
             "excess": (shared - mean) / room if room > 0 else math.nan}
-
-
-def cka_excess(x: np.ndarray, y: np.ndarray, baseline: float) -> float:
-    """Linear CKA of two representations of the same inputs beyond `baseline` (e.g. the CKA of
-    the two untrained networks, what architecture and inputs alone give)."""
-    return excess(linear_cka(x, y), baseline)

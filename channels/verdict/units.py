@@ -1,6 +1,6 @@
 """Units of a layer: which weights belong to each unit, how much of it a mask keeps, and aligning
-the units of two networks (hidden units are only defined up to a permutation): by their
-activations (`align_units`) or by their weights (`weight_matching`).
+the units of two networks (hidden units are only defined up to a permutation) by their weights
+(`weight_matching`).
 
 A unit layout lists, for a site, the tensors and axes indexed by its units: for the MLP site
 `act.i` (the output of `hidden.i`), unit j is row j of `hidden.i.weight` (its inputs, and
@@ -49,46 +49,6 @@ def unit_keep_fraction(mask: Mapping[str, torch.Tensor], layout: Layout) -> np.n
     if kept is None:
         raise ValueError(f"the mask covers none of the layout's tensors {[n for n, _ in layout]}")
     return (kept / total).numpy()
-
-
-def localisation(vectors: np.ndarray, weights: np.ndarray, keep: np.ndarray,
-                 n_perm: int = 1000, seed: int = 0) -> dict[str, float]:
-    """How much of the channels' mass sits on the units a ticket keeps, against a permutation null.
-
-    vectors (d, k): channel directions over d units; weights (k,): their eigenvalues; keep (d,):
-    u_j, the fraction of unit j the ticket keeps. share = sum_c w_c sum_j v_jc^2 u_j / sum_c w_c
-    (v_c scaled to unit norm). Null: the u_j permuted among units (the same unevenness on random
-    units); its mean is exactly mean(u). score = (share - mean u) / (max u - mean u): 0 at chance,
-    1 when all the mass sits on the most-kept units. p = fraction of null draws >= share.
-    nan score when every unit is kept alike (no power).
-    """
-    v = vectors / np.linalg.norm(vectors, axis=0, keepdims=True)
-    w = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
-    w = w / w.sum() if w.sum() > 0 else np.full(w.shape, 1.0 / w.size)
-    mass = (v**2) @ w  # (d,), sums to 1
-    share = float(mass @ keep)
-    mean, top = float(keep.mean()), float(keep.max())
-    rng = np.random.default_rng(seed)
-    null = np.stack([keep[rng.permutation(keep.size)] for _ in range(n_perm)]) @ mass
-    score = (share - mean) / (top - mean) if top - mean > 1e-12 else float("nan")
-    return {"share": share, "null_mean": mean, "null_sd": float(null.std()), "score": float(score),
-            "p_value": float((1 + (null >= share - 1e-12).sum()) / (1 + n_perm))}
-
-
-def align_units(acts_a: np.ndarray, acts_b: np.ndarray) -> np.ndarray:
-    """perm such that unit perm[j] of network b best matches unit j of network a.
-
-    Maximises the summed Pearson correlation of matched units' activations over the same inputs
-    (Hungarian algorithm); a constant (dead) unit correlates 0 with everything.
-    """
-    a = acts_a - acts_a.mean(0)
-    b = acts_b - acts_b.mean(0)
-    norms = np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
-    corr = np.divide(a.T @ b, norms, out=np.zeros((a.shape[1], b.shape[1])), where=norms > 0)
-    rows, cols = linear_sum_assignment(-corr)
-    perm = np.empty(a.shape[1], dtype=np.int64)
-    perm[rows] = cols
-    return perm
 
 
 def permute_units(tensors: Mapping[str, torch.Tensor], layout: Layout, perm: np.ndarray) -> dict[str, torch.Tensor]:

@@ -31,22 +31,20 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from channels.verdict.base import CHANNELS, NO_TICKET, SUBCIRCUITS
 from experiments.data.splits import TensorSplits
 from lth.errors import LTCError
 
-SUBCIRCUITS, CHANNELS, NO_TICKET = "subcircuits", "channels", "no ticket"
 RELU_MEAN = 1 / np.sqrt(2 * np.pi)  # E relu(g), g ~ N(0, 1)
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 @dataclass(frozen=True)
 class World:
-    """A planted world: its truth, where the structure sits, and its sampler."""
+    """A planted world: its truth and its sampler."""
 
     name: str
     truth: str
-    where: str
-    description: str
     sample: Callable[[np.random.Generator, np.random.Generator, int, int, int, int, int], Sample]
 
 
@@ -102,16 +100,11 @@ def _no_ticket(world, data, n, d, width, classes, rank) -> Sample:
 
 
 WORLDS: dict[str, World] = {w.name: w for w in (
-    World("input_subcircuit", SUBCIRCUITS, "input", "the label reads `rank` of the input coordinates",
-          _input_subcircuit),
-    World("input_channel", CHANNELS, "input", "the label reads a dense random `rank`-d subspace of the input",
-          _input_channel),
-    World("hidden_subcircuit", SUBCIRCUITS, "hidden", "a teacher whose function runs through `rank` of its hidden "
-          "units, distilled into the first hidden layer", _hidden_subcircuit),
-    World("hidden_channel", CHANNELS, "hidden", "a teacher whose hidden layer is a dense rotated `rank`-d subspace "
-          "over all units, distilled into the first hidden layer", _hidden_channel),
-    World("no_ticket", NO_TICKET, "-", "every coordinate carries the label: random sparse nets do as well",
-          _no_ticket),
+    World("input_subcircuit", SUBCIRCUITS, _input_subcircuit),
+    World("input_channel", CHANNELS, _input_channel),
+    World("hidden_subcircuit", SUBCIRCUITS, _hidden_subcircuit),
+    World("hidden_channel", CHANNELS, _hidden_channel),
+    World("no_ticket", NO_TICKET, _no_ticket),
 )}
 
 
