@@ -16,8 +16,10 @@ for comparisons).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 COV, JAC, JAC_VS_COV = "cov", "jac", "jac_vs_cov"
 JAC_SELF, JAC_CROSS = "jac_self", "jac_cross"
@@ -82,6 +84,13 @@ def metric_fields(fields: Iterable[str]) -> list[tuple[SpectrumKey, str]]:
         if what and what not in (EIGENVALUES, EIGENVECTORS):
             out.append((SpectrumKey.parse("/".join(parts[: kind + 1])), what))
     return out
+
+
+def final_metrics(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The last measurement of every spectrum metric of a spectra file, by W&B name (the W&B
+    summary of a job and the report's metrics table both show these)."""
+    return {key.wandb(metric): float(np.asarray(arrays[key.field(metric)])[-1])
+            for key, metric in metric_fields(arrays)}
 
 
 def stored_keys(fields: Iterable[str]) -> list[SpectrumKey]:

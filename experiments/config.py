@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pytorch_lightning as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from channels.spectra import SpectraConfig
 from experiments.settings import TrainerConfig, WandbConfig
-from experiments.tasks.base import Task
 from lth.config import ImpConfig, identity_tags
 from lth.errors import LTCError
 from lth.layout import RunLayout
@@ -39,6 +37,10 @@ def base_parser(prog: str, description: str) -> ArgumentParser:
 def imp_parser(prog: str = "ltc imp",
                description: str = "Iterative magnitude pruning with rewinding, controls and spectra.") -> ArgumentParser:
     """The parser of an IMP recipe (`ltc imp`, and what `ltc seeds` extends)."""
+    import pytorch_lightning as pl  # here, not at the top: commands without recipes do not load Lightning
+
+    from experiments.tasks.base import Task
+
     parser = base_parser(prog, description)
     parser.add_argument("--experiment", type=str, default="imp", help="experiment name (W&B group prefix, run dir name)")
     parser.add_argument("--run_dir", type=str | None, default=None,
@@ -66,12 +68,13 @@ def parse(parser: ArgumentParser, argv: list[str]) -> Namespace:
         raise LTCError(f"bad config: {first[:400]} (see `{parser.prog} --help`)") from exc
 
 
-def load_run_config(run_dir: Path, extra: list[str] = ()) -> Namespace:
-    """The resolved IMP config a run directory was written with (its config.yaml), plus `extra` flags."""
+def load_run_config(run_dir: Path, extra: list[str] = (), parser: ArgumentParser | None = None) -> Namespace:
+    """The resolved IMP config a run directory was written with (its config.yaml), plus `extra` flags
+    (`parser`: an `imp_parser()` to reuse, building one costs more than the parse)."""
     path = RunLayout(run_dir).config
     if not path.is_file():
         raise LTCError(f"{run_dir} is not a run directory (no {path.name}): pass the directory `ltc imp` made")
-    return parse(imp_parser(), ["--config", str(path), *extra])
+    return parse(parser or imp_parser(), ["--config", str(path), *extra])
 
 
 def instantiate(parser: ArgumentParser, cfg: Namespace) -> Namespace:

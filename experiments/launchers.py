@@ -70,7 +70,7 @@ def run_in_process(launches: list[Launch], threads: int, prefix: str) -> None:
     from experiments.commands import imp
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    limit_cpu_threads(threads)  # torch's pool and numpy's BLAS (the spectra's eigh) alike
     tally = LaunchTally(len(launches), prefix)
     try:
         for launch in launches:
@@ -139,10 +139,8 @@ def run_submitit(launches: list[Launch], executor_name: str, parameters: dict, t
                  prefix: str) -> None:
     """Each launch as a job of submitit's `executor_name` executor (its logs in `folder`), then wait
     for all of them; a failed run raises (after the others finished) with its error's last line."""
-    try:
-        import submitit
-    except ImportError as exc:
-        raise LTCError("--launcher needs submitit: pip install submitit") from exc
+    import submitit
+
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=executor_name)
         executor.update_parameters(**{"timeout_min": 24 * 60, "name": prefix.replace(" ", "_"), **parameters})

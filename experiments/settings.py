@@ -71,3 +71,14 @@ class WandbConfig:
         if mode not in ("offline", "online", "disabled"):
             raise LTCError(f"wandb.mode must be offline, online or disabled, got {mode!r}")
         return mode
+
+
+def check_wandb_credentials() -> None:
+    """Online W&B needs an API key; without one (and no terminal to ask) say so in one line."""
+    import wandb
+
+    try:
+        wandb.login(verify=False)
+    except wandb.errors.UsageError as exc:
+        raise LTCError(f"wandb.mode=online needs W&B credentials ({exc}); run `wandb login` or set "
+                       "WANDB_API_KEY, or use --wandb.mode offline and `wandb sync` later") from exc

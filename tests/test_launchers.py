@@ -2,7 +2,6 @@
 SLURM), collected with runs done / running / left; a failed job is one line naming the run."""
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from experiments.cli import main
@@ -12,7 +11,6 @@ from tests.helpers import write_config
 
 
 def test_seeds_as_submitit_jobs_finish_and_a_failed_one_is_named(tmp_path, capsys):
-    pytest.importorskip("submitit")
     cfg = write_config(tmp_path, imp={"levels": 1})
     root = tmp_path / "runs"
     foreign = root / "seed_1"  # holds another config's run: its job must fail, the other finish
@@ -30,7 +28,6 @@ def test_seeds_as_submitit_jobs_finish_and_a_failed_one_is_named(tmp_path, capsy
 
 
 def test_unknown_executor_is_one_line(tmp_path, capsys):
-    pytest.importorskip("submitit")
     cfg = write_config(tmp_path)
     assert main(["seeds", "--config", str(cfg), "--seeds", "[0]", "--run_dir", str(tmp_path / "r"),
                  "--launcher", "nowhere"]) == 2

@@ -32,7 +32,7 @@ from experiments.runtime import console, quiet_libraries
 from experiments.settings import WandbConfig
 from lth import rundir
 from lth.errors import LTCError
-from lth.layout import CalibrationLayout
+from lth.layout import DEFAULT_CALIBRATION, CalibrationLayout
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "planted"
 
@@ -45,7 +45,7 @@ def build_parser():
     parser.add_argument("--workers", type=int, default=2, help="runs at once (subprocesses when > 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--recipes", type=str, default=str(RECIPES), help="folder of the worlds' recipes")
-    parser.add_argument("--out", type=str, default="runs/calibration", help="where the runs and the report go")
+    parser.add_argument("--out", type=str, default=str(DEFAULT_CALIBRATION.root), help="where the runs and the report go")
     parser.add_argument("--wandb.mode", type=str | None, default=None, help="offline (default), online or disabled")
     return parser
 

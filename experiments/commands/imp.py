@@ -48,7 +48,8 @@ def claim_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: 
 def _check_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force: bool,
                    lock: RunLock | None) -> RunLock | None:
     """Refuse a run dir of another config (with `force`: move it to DIR.old, locking the new one)."""
-    config_path = RunLayout(run_dir).config
+    layout = RunLayout(run_dir)
+    config_path = layout.config
     wanted = experiment_id(cfg)
     if config_path.exists():
         try:
@@ -62,13 +63,13 @@ def _check_run_dir(run_dir: Path, cfg: Namespace, parser: ArgumentParser, force:
             backup = run_dir.with_name(run_dir.name + ".old")
             shutil.rmtree(backup, ignore_errors=True)
             run_dir.rename(backup)  # the held lock moves with it: lock the new dir, then drop the old one
-            fresh = RunLock(RunLayout(run_dir).lock)
+            fresh = RunLock(layout.lock)
             fresh.acquire()
             lock.release()
             RunLayout(backup).lock.unlink(missing_ok=True)
             console.print(f"--force: moved the old run to {backup}")
             return fresh
-    elif run_dir.exists() and not force and any(p.name != RunLayout(run_dir).lock.name for p in run_dir.iterdir()):
+    elif run_dir.exists() and not force and any(p.name != layout.lock.name for p in run_dir.iterdir()):
         raise LTCError(f"{run_dir} exists, is not empty and has no {config_path.name}; pick another --run_dir "
                        "or pass --force")
     return lock

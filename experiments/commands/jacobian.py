@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser, Namespace
-from rich.console import Console
 
 from channels.coupling import measure_coupling
 from channels.metrics import METRIC_NAMES
@@ -41,13 +40,13 @@ from experiments.config import base_parser, parse
 from experiments.data.corpus import read_documents, token_blocks
 from experiments.models.hf import load_model, model_slug, normalise_site
 from experiments.report.jacobian_summary import scalars, summary_lines
-from experiments.settings import WandbConfig
+from experiments.runtime import console
+from experiments.settings import WandbConfig, check_wandb_credentials
 from lth import rundir
 from lth.errors import LTCError
 from lth.layout import SweepLayout
 from lth.rundir import config_hash
 
-console = Console(highlight=False, soft_wrap=True)
 DEFAULT_PAIR = "resid_pre.0->resid_post.-1"
 SKETCH_IDENTITY = ("sketch_size", "sketch_topk", "sketch_topk_offsets", "krylov_block", "krylov_iters")
 
@@ -266,8 +265,6 @@ def main(argv: list[str]) -> int:
     settings.validate()
     wandb_cfg = WandbConfig(**vars(args.wandb))
     if wandb_cfg.resolved_mode() == "online":
-        from experiments.environment import check_wandb_credentials
-
         check_wandb_credentials()
     index, count = shard_of(args.shard)
     if args.top_k < 1:

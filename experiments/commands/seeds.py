@@ -88,9 +88,9 @@ def plan(cfg: Namespace) -> list[PlannedRun]:
     return runs
 
 
-def _write_config(run: PlannedRun, directory: Path) -> Path:
+def _write_config(run: PlannedRun, directory: Path, parser: ArgumentParser) -> Path:
     path = directory / f"{run.run_dir.name}.yaml"
-    path.write_text(imp_parser().dump(run.cfg))
+    path.write_text(parser.dump(run.cfg))
     return path
 
 
@@ -109,7 +109,8 @@ def main(argv: list[str]) -> int:
         # cluster jobs read their recipe later, maybe on another machine: keep it beside their logs
         recipes = Path(tmp) if cfg.launcher == HERE else root.submitit
         recipes.mkdir(parents=True, exist_ok=True)
-        launches = [Launch(run.label, _write_config(run, recipes), run.run_dir) for run in runs]
+        parser = imp_parser()
+        launches = [Launch(run.label, _write_config(run, recipes, parser), run.run_dir) for run in runs]
         log_dir = root.logs if cfg.launcher == HERE else root.submitit
         run_all(launches, cfg.workers, cfg.threads, log_dir, "ltc seeds", cfg.launcher, cfg.executor)
     console.print(f"ltc seeds: {len(runs)} runs done in {time.perf_counter() - started:.0f} s")

@@ -53,9 +53,10 @@ def main(argv: list[str]) -> int:
     quiet_libraries()
     args = parse(_parser(), argv)
     run_dir = Path(args.run_dir)
-    cfg = load_run_config(run_dir, ["--wandb.mode", "disabled"])
+    parser = imp_parser()
+    cfg = load_run_config(run_dir, ["--wandb.mode", "disabled"], parser)
     jobs = finished_jobs(run_dir, args.level, args.branch)
-    env = LightningEnvironment(imp_parser(), cfg, run_dir, "spectra")
+    env = LightningEnvironment(parser, cfg, run_dir, "spectra")
     spectra = env.spectra
     spectra.sites = spectra.sites if args.sites is None else args.sites
     spectra.jacobians = spectra.jacobians if args.jacobians is None else args.jacobians

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from channels.keys import stored_keys
-from experiments.config import base_parser, parse
-from experiments.environment import check_wandb_credentials
-from experiments.report.build import group_id, load_runs, run_experiment_id
+from experiments.config import base_parser, imp_parser, parse
+from experiments.report.build import experiment_ids, group_id, load_runs
+from experiments.report.networks import run_configs
 from experiments.report.workspace import build_workspace
 from experiments.runtime import console
-from experiments.settings import WandbConfig
+from experiments.settings import WandbConfig, check_wandb_credentials
 from lth.errors import LTCError
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         raise LTCError(f"ltc workspace saves a view on the W&B server and W&B is {mode} here: sync the runs "
                        "(`wandb sync <run_dir>/wandb/offline-run-*`), then pass --wandb.mode online")
     runs = load_runs([Path(d) for d in cfg.run_dir])
-    ids = [run_experiment_id(r) for r in runs]
+    ids = experiment_ids(run_configs(runs, imp_parser()))
     groups = sorted({*ids, group_id(runs[0].experiment, ids)})
     recorded = runs[0].config.get("wandb") or {}
     check_wandb_credentials()

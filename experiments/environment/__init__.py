@@ -21,8 +21,9 @@ from experiments.environment import wandb_jobs
 from experiments.config import instantiate
 from experiments.environment.progress import ExperimentClock, JobProgress
 from experiments.runtime import console
-from experiments.settings import WandbConfig
+from experiments.settings import WandbConfig, check_wandb_credentials
 from experiments.tasks.base import Task
+from lth.basis import BasisChange, InputRotation, ResidualRotation
 from lth.connectivity import has_batchnorm, recompute_batchnorm_statistics
 from lth.data_order import step_indexed_loader
 from lth.driver import is_global_zero
@@ -91,11 +92,9 @@ class LightningEnvironment:
             raise LTCError(f"imp.rotation needs a GPT-2 language model, got {type(net).__name__}")
         rotate_residual_basis(net, generator)
 
-    def basis_change(self, seed: int):
+    def basis_change(self, seed: int) -> BasisChange:
         """The residual rotation for a GPT-2, else a rotation of the input space (nets that read
         their input with a linear layer)."""
-        from lth.basis import InputRotation, ResidualRotation
-
         net = self.make_task().net
         if type(net).__name__ == "GPT2LMHeadModel":
             return ResidualRotation(lambda: self.make_task().net, seed)
@@ -145,17 +144,6 @@ class LightningEnvironment:
             f"   [dim]{job.position.number}/{job.position.total} jobs, {self.clock.eta(job.position)}[/dim]"
         console.print(f"[bold]{job.name:<26}[/bold] {100 * metrics['density']:6.2f}% remaining   "
                       f"test acc {acc:.4f}   ({note}){eta}")
-
-
-def check_wandb_credentials() -> None:
-    """Online W&B needs an API key; without one (and no terminal to ask) say so in one line."""
-    import wandb
-
-    try:
-        wandb.login(verify=False)
-    except wandb.errors.UsageError as exc:
-        raise LTCError(f"wandb.mode=online needs W&B credentials ({exc}); run `wandb login` or set "
-                       "WANDB_API_KEY, or use --wandb.mode offline and `wandb sync` later") from exc
 
 
 def probe_inputs(datamodule: pl.LightningDataModule, n: int):

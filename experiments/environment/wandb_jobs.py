@@ -16,9 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
-from channels.keys import metric_fields
+from channels.keys import final_metrics
 from channels.spectra import load_npz
 from experiments.settings import WandbConfig
 from lth.branches import TICKET
@@ -50,9 +48,7 @@ def final_spectra(path: Path) -> dict[str, float]:
     """The last measurement of every spectrum metric in a job's spectra file, by W&B name."""
     if not path.is_file():
         return {}
-    arrays = load_npz(path)
-    return {key.wandb(metric): float(np.asarray(arrays[key.field(metric)])[-1])
-            for key, metric in metric_fields(arrays)}
+    return final_metrics(load_npz(path))
 
 
 def record_finished(run, job: Job, metrics: dict, experiment_id: str) -> None:

@@ -10,24 +10,23 @@ from pathlib import Path
 from channels.verdict.battery import run_battery, verdict
 from channels.verdict.rundata import RunData, load_run
 from channels.verdict.stability import stability_rows, stability_summary
-from experiments.config import experiment_id, load_run_config
+from experiments.config import experiment_id, imp_parser
 from experiments.report.document import write_document
 from experiments.report.figures import all_figures
-from experiments.report.networks import RunNetworks
+from experiments.report.networks import RunNetworks, run_configs
 from experiments.report.verdict import verdict_document
 from experiments.report.wandb_summary import log_summary_run
+from experiments.settings import WandbConfig
 from lth import rundir
 from lth.errors import LTCError
 from lth.layout import DEFAULT_CALIBRATION, ReportFiles, RunLayout
 from lth.rundir import config_hash
 
 
-def run_experiment_id(run: RunData) -> str:
-    """The experiment id `ltc imp` gave the run (its W&B group), or the dir name."""
-    try:
-        return experiment_id(load_run_config(run.dir))
-    except LTCError:
-        return run.dir.name
+def experiment_ids(configs: dict[RunData, object | None]) -> list[str]:
+    """The experiment id `ltc imp` gave each run (its W&B group), or its dir name where its config
+    cannot be parsed (`run_configs`)."""
+    return [run.dir.name if cfg is None else experiment_id(cfg) for run, cfg in configs.items()]
 
 
 def group_id(experiment: str, run_ids: list[str]) -> str:
@@ -68,15 +67,16 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     """Run the ticket tests on `run_dirs`, write the report into `out` (default <first run>/report),
     log the W&B summary run unless `wandb_mode` is disabled; returns the verdict dict (also
     verdict.json), with the latest calibration beside it."""
-    if wandb_mode not in ("offline", "online", "disabled"):
-        raise LTCError(f"wandb.mode must be offline, online or disabled, got {wandb_mode!r}")
+    wandb_mode = WandbConfig(mode=wandb_mode).resolved_mode()  # refuses a bad mode before any work
     runs = load_runs([Path(d) for d in run_dirs])
     files = ReportFiles(Path(out)) if out is not None else RunLayout(runs[0].dir).report
     started = time.perf_counter()
-    results = run_battery(runs, RunNetworks.for_runs(runs))
+    parser = imp_parser()
+    configs = run_configs(runs, parser)
+    results = run_battery(runs, RunNetworks.for_runs(runs, configs, parser))
     result = verdict(results)
     result["calibration"] = latest_calibration(calibration)
-    result["experiment"] = group_id(runs[0].experiment, [run_experiment_id(r) for r in runs])
+    result["experiment"] = group_id(runs[0].experiment, experiment_ids(configs))
     result["runs"] = [{"dir": str(r.dir), "seed": r.seed, "data_order_seed": r.data_order_seed,
                        "levels": sorted(r.levels), "branches": sorted(r.branches)} for r in runs]
     rows = stability_rows(runs)
@@ -87,6 +87,5 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     rundir.write_json(files.verdict, result)
     write_document(verdict_document(result, figures), files)
     if wandb_mode != "disabled":
-        project = (runs[0].config.get("wandb") or {}).get("project") or "lottery-channels"
-        log_summary_run(result, figures, runs[0].dir, project, wandb_mode, runs)
+        log_summary_run(result, figures, runs[0].dir, wandb_mode, runs)
     return json.loads(json.dumps(result))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from experiments.report.document import Document, Section, Table
 from experiments.report.verdict import READING_STYLE, calibration_paragraph, confusion_table
+from experiments.settings import WandbConfig
 
 
 def world_rows(result: dict) -> list[list[str]]:
@@ -29,7 +30,7 @@ def calibration_document(result: dict) -> Document:
     return Document("Calibration of the verdict on planted worlds", [summary, per_test, sites])
 
 
-def log_calibration_run(result: dict, save_dir: Path, mode: str, project: str = "lottery-channels") -> None:
+def log_calibration_run(result: dict, save_dir: Path, mode: str, project: str = WandbConfig.project) -> None:
     """One W&B run (job_type=calibration) with the confusion matrices and the world table."""
     import wandb
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from channels.agreement import reading
+from channels.keys import cov_key
 
 
 def scalars(summary: dict) -> dict[str, float]:
@@ -22,7 +23,7 @@ def scalars(summary: dict) -> dict[str, float]:
                 if isinstance(v, (int, float)) and not isinstance(v, bool)
             }
     for site, values in summary["covariance"].items():
-        out |= {f"spectra/{site}/cov/{k}": v for k, v in values.items()}
+        out |= {cov_key(site).wandb(k): v for k, v in values.items()}
     if "coupling" in summary:
         c = summary["coupling"]
         out |= {f"coupling/{k}": c[k] for k in ("mean_across_depth", "mean_adjacent_layers", "chance")}

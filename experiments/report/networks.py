@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from jsonargparse import ArgumentParser, Namespace
 from torch import nn
 
 from channels.verdict.rundata import RunData
@@ -14,21 +15,33 @@ from lth.errors import LTCError
 EVALUATION_SIZE = 2000
 
 
+def run_configs(runs: Sequence[RunData], parser: ArgumentParser) -> dict[RunData, Namespace | None]:
+    """Each run's config.yaml, parsed once; None where it cannot be (e.g. hand-written run dirs)."""
+    configs: dict[RunData, Namespace | None] = {}
+    for run in runs:
+        try:
+            configs[run] = load_run_config(run.dir, parser=parser)
+        except LTCError:
+            configs[run] = None
+    return configs
+
+
 class RunNetworks:
     """Builds each run's network (cached per run) and its validation data; `for_runs` gives None
     when a config cannot be rebuilt (e.g. hand-written run dirs)."""
 
-    def __init__(self, configs: dict[RunData, object]) -> None:
-        self.parser, self.configs = imp_parser(), configs
+    def __init__(self, configs: dict[RunData, Namespace], parser: ArgumentParser) -> None:
+        self.parser, self.configs = parser, configs
         self.built: dict[int, object] = {}
         self.data: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def for_runs(cls, runs: Sequence[RunData]) -> RunNetworks | None:
-        try:
-            return cls({run: load_run_config(run.dir) for run in runs})
-        except LTCError:
-            return None
+    def for_runs(cls, runs: Sequence[RunData], configs: dict[RunData, Namespace | None] | None = None,
+                 parser: ArgumentParser | None = None) -> RunNetworks | None:
+        """The runs' networks, from `configs` (`run_configs`) where the caller has parsed them already."""
+        parser = parser or imp_parser()
+        configs = run_configs(runs, parser) if configs is None else configs
+        return None if any(cfg is None for cfg in configs.values()) else cls(configs, parser)
 
     def _built(self, run: RunData):
         if id(run) not in self.built:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from channels.keys import SpectrumKey, metric_fields, stored_keys
+from channels.keys import SpectrumKey, final_metrics, stored_keys
 from channels.verdict.rundata import RunData, Trained, final_eigenvalues
 from lth.branches import TICKET
 
@@ -65,8 +65,7 @@ def metrics_table(runs: list[RunData]) -> tuple[list[str], list[list]]:
     for run, job in jobs(runs):
         values = {name: float(v) for name, v in job.metrics.get("test", {}).items()}
         if job.spectra is not None:
-            values.update({key.wandb(metric): float(np.asarray(job.spectra[key.field(metric)])[-1])
-                           for key, metric in metric_fields(job.spectra)})
+            values.update(final_metrics(job.spectra))
         records.append((_job_cells(run, job), values))
     names = sorted({name for _, values in records for name in values})
     return JOB_COLUMNS + names, [cells + [values.get(name) for name in names] for cells, values in records]

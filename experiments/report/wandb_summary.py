@@ -24,6 +24,7 @@ from experiments.report.spectra_table import (
     spectra_rows,
 )
 from experiments.report.verdict import STABILITY_HEADERS, TEST_HEADERS, stability_table, test_rows
+from experiments.settings import WandbConfig
 
 CHART = "spectra-by-level"
 SPECTRA_KEY, METRICS_KEY, CHART_KEY = "spectra/long", "metrics/table", "spectra/by_level"
@@ -34,14 +35,14 @@ def chart_id(entity: str | None) -> str:
     return f"{entity}/{CHART}" if entity else CHART
 
 
-def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, project: str, mode: str,
-                    runs: list[RunData]) -> None:
-    """One W&B run (job_type=summary, group = the experiment id) with the verdict table, figures,
-    the long spectra and metrics tables and the spectra-by-level chart."""
+def log_summary_run(result: dict, figures: list[Figure], save_dir: Path, mode: str, runs: list[RunData]) -> None:
+    """One W&B run (job_type=summary, group = the experiment id, in the runs' project and entity)
+    with the verdict table, figures, the long spectra and metrics tables and the spectra-by-level chart."""
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    entity = (runs[0].config.get("wandb") or {}).get("entity")
+    recorded = runs[0].config.get("wandb") or {}
+    project, entity = recorded.get("project") or WandbConfig().project, recorded.get("entity")
     run = wandb.init(project=project, entity=entity, group=result["experiment"], job_type="summary", mode=mode,
                      name=f"{result['experiment']}/summary", dir=str(save_dir),
                      config={"runs": [r["dir"] for r in result["runs"]], "rule": result["rule"],
