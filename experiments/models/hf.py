@@ -38,17 +38,21 @@ class LoadedModel:
 
 
 def _quiet_transformers() -> None:
+    """Keep transformers' and the hub's warnings (e.g. each failed request) off the console: a
+    failure reaches the user as one line (`_not_found`)."""
+    import huggingface_hub
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()
 
 
 def _not_found(name: str, exc: OSError) -> LTCError:
     """One line saying why `name` could not be loaded and how to get it."""
     from huggingface_hub import constants
 
-    cause = " ".join(str(exc).split())[:200]
+    cause = " ".join(str(exc).split()).split(". ")[0][:200]  # its first sentence
     if Path(name).expanduser().is_dir():
         return LTCError(
             f"cannot load the model in directory {name!r} ({cause}): pass a directory "
