@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from lth.errors import LTCError
-from lth.pruning import check_fraction
+from lth.pruning import GEOMETRIC, check_fraction, check_schedule, check_strategy
 
 RUN_ONLY = "run_only"
 ADDED = "added"
@@ -49,10 +49,19 @@ class ImpConfig:
 
     Args:
         levels: pruning levels after the dense level 0 (the run has levels 0..levels).
-        prune_fraction: fraction of the *remaining* prunable weights removed at each level.
+        prune_fraction: the rate of each level: with the geometric schedule the fraction of the
+            *remaining* prunable weights removed, with the linear one the fraction of the original
+            count removed per level.
         rewind_step: k, the optimiser step whose weights survivors are rewound to (0 = init).
-        strategy: `global` (one magnitude threshold across tensors) or `layerwise`.
+        strategy: `global` (one magnitude threshold across tensors), `layerwise` (each tensor
+            alone) or `modulewise` (the tensors of one module together: weight and bias).
         rate_overrides: glob pattern -> rate, pruned layerwise at that rate (e.g. `out.*: 0.1`).
+        schedule: the density each level prunes to (`lth.pruning`): `geometric` (level L keeps
+            (1 - prune_fraction)^L, counted on what remains), `linear` (level L keeps
+            1 - L * prune_fraction of the original count: 0.010101010101010102 = 1/99 is the
+            MNIST-1D notebook's `np.linspace(0, 1, 100)`), or a list of densities, one per pruned level.
+        score_step: prune by the magnitudes of the weights the previous level had after this many
+            optimiser steps (saved as its snapshot.safetensors); None = its final weights.
         include: glob patterns of extra parameters to prune (biases, embeddings...).
         ignore: glob patterns of default-prunable parameters to leave dense.
         branches: branches run beside the ticket (`lth.branches`): the controls random_reinit,
@@ -81,6 +90,13 @@ class ImpConfig:
     checkpoint_every_n_steps: int = run_only(200)
     rotation: bool = False
     basis_sgd_lr: float = added(0.05)
+    schedule: list[float] | str = added(GEOMETRIC)
+    score_step: int | None = added(None)
+
+    def snapshot_step(self, max_steps: int) -> int | None:
+        """The step whose weights a line's level saves for the next level's scores; None when
+        the scores are the final weights (no score_step, or score_step = the training length)."""
+        return None if self.score_step is None or self.score_step >= max_steps else self.score_step
 
     def resolved_branch_levels(self) -> tuple[list[int], str | None]:
         """The pruned levels the branches run at, and a note when `branch_levels` named levels this
@@ -104,8 +120,8 @@ class ImpConfig:
         if self.levels < 0:
             raise LTCError(f"imp.levels must be >= 0, got {self.levels}")
         check_fraction(self.prune_fraction, "imp.prune_fraction")
-        if self.strategy not in ("global", "layerwise"):
-            raise LTCError(f"unknown imp.strategy {self.strategy!r}: use global or layerwise")
+        check_strategy(self.strategy)
+        check_schedule(self.schedule, self.prune_fraction, self.levels, self.rate_overrides)
         if self.rewind_step < 0:
             raise LTCError(f"imp.rewind_step must be >= 0, got {self.rewind_step}")
         if max_steps <= 0:
@@ -113,6 +129,9 @@ class ImpConfig:
         if self.rewind_step > max_steps:
             raise LTCError(f"imp.rewind_step={self.rewind_step} is beyond the training length "
                            f"trainer.max_steps={max_steps}; choose a step in [0, {max_steps}]")
+        if self.score_step is not None and not 0 <= self.score_step <= max_steps:
+            raise LTCError(f"imp.score_step={self.score_step} is outside the training length "
+                           f"trainer.max_steps={max_steps}; choose a step in [0, {max_steps}] (or null: the end)")
         per_level = [name for name, b in BRANCHES.items() if not b.is_line]
         unknown = [b for b in self.branches if b not in per_level]
         if unknown:

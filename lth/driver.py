@@ -1,8 +1,9 @@
 """The iterative magnitude pruning driver (Frankle & Carbin 2019; rewinding: Frankle et al. 2020).
 
 Level 0 trains the dense network from theta_0 and captures theta_k at step k (k = 0: theta_0).
-Level L prunes `prune_fraction` of the weights that survived level L-1, using level L-1's
-*trained* magnitudes, rewinds the survivors to theta_k and trains again with a fresh task
+Level L prunes the weights that survived level L-1 to the density `imp.schedule` asks, using
+level L-1's *trained* magnitudes (or those it had at `imp.score_step`, saved as its snapshot),
+rewinds the survivors to theta_k and trains again with a fresh task
 (fresh optimiser and scheduler): one `Trainer.fit` per level. After each level its branches
 (`lth.branches`: the controls, the instability copy) run on the same sparsity; a line branch
 (the rotated line) is a whole second IMP line run after the first. Everything lands in the run
@@ -42,6 +43,7 @@ from lth.callbacks import (
     MaskAgreement,
     RewindCapture,
     StepSeed,
+    WeightsSnapshot,
     resumable_checkpoint,
 )
 from lth.config import ImpConfig
@@ -192,8 +194,17 @@ class IMPDriver:
         if level == 0:
             return full_mask(self.net, self.names)
         prev = self.layout.job(level - 1)
-        return magnitude_prune(self._trained(prev), self._mask(prev), self.cfg.prune_fraction,
-                               self.cfg.strategy, self.cfg.rate_overrides)
+        return magnitude_prune(self._scored(prev), self._mask(prev), self.cfg.prune_fraction,
+                               self.cfg.strategy, self.cfg.rate_overrides, self.cfg.schedule, level)
+
+    def _scored(self, files: JobFiles) -> State:
+        """The weights whose magnitudes prune the next level: the job's snapshot at imp.score_step, or its end."""
+        if self._snapshot_step() is None:
+            return self._trained(files)
+        return self._state(rundir.verify(files.dir, files.snapshot.name))
+
+    def _snapshot_step(self) -> int | None:
+        return self.cfg.snapshot_step(int(self.env.trainer_kwargs.get("max_steps") or 0))
 
     # ---- running -------------------------------------------------------------------------
     def run(self) -> dict[str, dict]:
@@ -258,6 +269,8 @@ class IMPDriver:
                                         MaskCallback(job.mask)]
         if job.level == 0 and job.branch == self.line_name and self.cfg.rewind_step > 0:
             callbacks.append(RewindCapture(self.cfg.rewind_step, self.layout.rewind))
+        if job.branch == self.line_name and self._snapshot_step() is not None:
+            callbacks.append(WeightsSnapshot(self._snapshot_step(), job.files.snapshot))
         return callbacks + self.env.make_callbacks(job)
 
     def _train(self, job: Job, plan: JobPlan) -> None:

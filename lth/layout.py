@@ -15,6 +15,7 @@
 
     <job_dir>/                          one training
       mask.safetensors  weights.safetensors  metrics.json  [spectra.npz]  DONE
+      [snapshot.safetensors]            the weights at imp.score_step, whose magnitudes prune the next level
       checkpoints/last.ckpt             while the job is unfinished
 
     <sweep_dir>/                        one `ltc jacobian` sweep (`SweepLayout`)
@@ -43,6 +44,7 @@ MASK = "mask.safetensors"
 WEIGHTS = "weights.safetensors"
 METRICS = "metrics.json"
 SPECTRA = "spectra.npz"
+SNAPSHOT = "snapshot.safetensors"
 DONE = "DONE"
 LOCK = "LOCK"
 CHECKPOINTS = "checkpoints"
@@ -114,13 +116,15 @@ class JobFiles:
     weights = _Under(WEIGHTS)
     metrics = _Under(METRICS)
     spectra = _Under(SPECTRA)
+    snapshot = _Under(SNAPSHOT)
     done = _Under(DONE)
     checkpoint = _Under(CHECKPOINTS, LAST_CHECKPOINT)
 
     def artifacts(self) -> list[str]:
-        """The artifact names a finished job lists in its `DONE` manifest (spectra when measured)."""
+        """The artifact names a finished job lists in its `DONE` manifest (spectra when measured,
+        the snapshot when saved)."""
         names = [MASK, WEIGHTS, METRICS]
-        return names + ([SPECTRA] if self.spectra.exists() else [])
+        return names + [path.name for path in (self.spectra, self.snapshot) if path.exists()]
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,26 @@
-"""Magnitude pruning of the remaining weights (Frankle & Carbin 2019).
+"""Magnitude pruning of the remaining weights (Frankle & Carbin 2019), level by level along a
+density schedule.
 
-Every rate is a fraction of the weights that *remain*: pruning 20% twice leaves 64%.
-Name patterns are shell-style globs (`fnmatch`) matched against parameter names.
+The schedule says what each level prunes to (`check_schedule`):
+- `geometric` (the default): every rate is a fraction of the weights that *remain*: pruning 20%
+  twice leaves 64%;
+- `linear`: level L keeps 1 - L * rate of each group's *original* count (rate 1/99 is the
+  MNIST-1D notebook's `np.linspace(0, 1, 100)`, about 1% of the original per level);
+- a list of densities: level L keeps densities[L - 1] of each group's original count.
+A target density d of a group of n weights keeps n - floor((1 - d) * n) of them (the notebook's
+count), computed exactly from the decimals written in the recipe.
+
+Groups share one magnitude threshold (`strategy`): `global` pools every tensor, `layerwise`
+prunes each tensor alone, `modulewise` pools the tensors of one module (a Linear's weight and
+bias: the notebook's layers). Name patterns are shell-style globs (`fnmatch`) matched against
+parameter names.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
+from fractions import Fraction
 
 import torch
 from torch import nn
@@ -117,37 +131,111 @@ def _prune_smallest(scores: torch.Tensor, alive: torch.Tensor, count: int) -> to
     return out.reshape(alive.shape)
 
 
+GEOMETRIC, LINEAR = "geometric", "linear"
+STRATEGIES = ("global", "layerwise", "modulewise")
+Schedule = str | Sequence[float]
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise LTCError(f"unknown imp.strategy {strategy!r}: use {', '.join(STRATEGIES)}")
+
+
+def check_schedule(schedule: Schedule, fraction: float, levels: int,
+                   overrides: Mapping[str, float] | None = None) -> None:
+    """Refuse a schedule that cannot be run for `levels` levels: an unknown rule, densities that
+    are not in (0, 1] or that rise, fewer densities than levels, a linear rule that reaches 0."""
+    overrides = overrides or {}
+    if isinstance(schedule, str):
+        if schedule not in (GEOMETRIC, LINEAR):
+            raise LTCError(f"unknown imp.schedule {schedule!r}: use {GEOMETRIC}, {LINEAR} or a list of densities")
+        if schedule == LINEAR:
+            named = [(f"imp.rate_overrides[{pattern!r}]", rate) for pattern, rate in overrides.items()]
+            for what, rate in [("imp.prune_fraction", fraction), *named]:
+                if levels * _exact(rate) >= 1:
+                    most = math.ceil(1 / _exact(rate)) - 1
+                    raise LTCError(f"the linear schedule at {rate} of the original weights per level ({what}) "
+                                   f"prunes everything by level {levels}: use at most {most} levels")
+        return
+    densities = [float(d) for d in schedule]
+    if not all(0 < d <= 1 for d in densities):
+        raise LTCError(f"imp.schedule densities must be in (0, 1], got {densities}")
+    if any(b > a for a, b in zip(densities, densities[1:])):
+        raise LTCError(f"imp.schedule densities must not rise from one level to the next, got {densities}")
+    if len(densities) < levels:
+        raise LTCError(f"imp.schedule lists {len(densities)} densities but imp.levels is {levels}: "
+                       "give one density per pruned level, or fewer levels")
+    if overrides:
+        raise LTCError("imp.rate_overrides are rates per level: they apply to the geometric and linear schedules, "
+                       "not to a list of densities")
+
+
+def _exact(value: float) -> Fraction:
+    """The decimal written in the recipe, exactly (0.1 -> 1/10, not the binary float's value)."""
+    return Fraction(repr(float(value)))
+
+
+def kept_count(total: int, sparsity: Fraction) -> int:
+    """Weights a group of `total` keeps when `sparsity` of it is pruned: total - floor(sparsity * total)."""
+    return total - math.floor(sparsity * total)
+
+
+def target_sparsity(schedule: Schedule, level: int, rate: float) -> Fraction:
+    """The fraction of a group's original count pruned at `level` (>= 1) by a linear or listed schedule."""
+    if schedule == LINEAR:
+        return level * _exact(rate)
+    return 1 - _exact(schedule[level - 1])
+
+
+def _groups(rates: Mapping[str, float | None], strategy: str) -> list[tuple[list[str], float | None]]:
+    """The tensors that share one threshold, each group with its rate (None = the default):
+    overridden tensors alone, the others pooled as `strategy` says."""
+    check_strategy(strategy)
+    own = [([n], r) for n, r in rates.items() if r is not None]
+    rest = [n for n, r in rates.items() if r is None]
+    if strategy == "global":
+        pooled = [rest] if rest else []
+    elif strategy == "layerwise":
+        pooled = [[n] for n in rest]
+    else:
+        modules: dict[str, list[str]] = {}
+        for n in rest:
+            modules.setdefault(n.rpartition(".")[0], []).append(n)
+        pooled = list(modules.values())
+    return [(names, None) for names in pooled] + own
+
+
 def magnitude_prune(
     weights: Mapping[str, torch.Tensor],
     mask: Mapping[str, torch.Tensor],
     fraction: float,
     strategy: str = "global",
     overrides: Mapping[str, float] | None = None,
+    schedule: Schedule = GEOMETRIC,
+    level: int = 1,
 ) -> Mask:
-    """Prune `fraction` of the remaining weights by smallest magnitude |w|.
+    """The mask of `level` from the previous level's `mask`, pruning the smallest |w| still alive.
 
-    `global`: one threshold across every tensor without an override, removing exactly
-    round(fraction * remaining) weights. `layerwise`: each tensor loses round(fraction * its remaining).
-    Tensors matched by `overrides` are always pruned layerwise at their own rate (e.g. the
-    output layer at half the rate, as Frankle & Carbin did).
+    Geometric schedule: each group loses round(rate * its remaining) weights (`global`: exactly
+    that count across every tensor without an override, one threshold). Linear or listed
+    schedule: each group keeps `kept_count(its original count, target_sparsity)`. Tensors
+    matched by `overrides` are pruned alone at their own rate (e.g. the output layer at half
+    the rate, as Frankle & Carbin did). Ties are broken by position.
     """
-    if strategy not in ("global", "layerwise"):
-        raise LTCError(f"unknown pruning strategy {strategy!r}: use global or layerwise")
     rates = resolve_rates(list(mask), fraction, overrides or {})
     new_mask: Mask = {}
-    pooled = [n for n, r in rates.items() if r is None and strategy == "global"]
-    for name, rate in rates.items():
-        if name in pooled:
-            continue
+    for names, rate in _groups(rates, strategy):
         r = fraction if rate is None else rate
-        alive = mask[name].cpu()
-        new_mask[name] = _prune_smallest(weights[name].detach().abs().cpu(), alive, round(r * int(alive.sum())))
-    if pooled:
-        scores = torch.cat([weights[n].detach().abs().cpu().reshape(-1).double() for n in pooled])
-        alive = torch.cat([mask[n].cpu().reshape(-1) for n in pooled])
-        kept = _prune_smallest(scores, alive, round(fraction * int(alive.sum())))
+        scores = torch.cat([weights[n].detach().abs().cpu().reshape(-1).double() for n in names])
+        alive = torch.cat([mask[n].cpu().reshape(-1) for n in names])
+        remaining = int(alive.sum())
+        if schedule == GEOMETRIC:
+            count = round(r * remaining)
+        else:
+            count = remaining - kept_count(alive.numel(), target_sparsity(schedule, level, r))
+        kept = _prune_smallest(scores, alive, count)
         offset = 0
-        for n in pooled:
+        for n in names:
             size = mask[n].numel()
             new_mask[n] = kept[offset : offset + size].reshape(mask[n].shape)
             offset += size

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from experiments.data.splits import TensorSplits
 from lth.errors import LTCError
@@ -43,19 +43,58 @@ class MNIST1DDataModule(TensorSplits):
         self.input_shape = (40,)
 
     def _build(self) -> dict[str, TensorDataset]:
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        args = get_dataset_args()
-        args.num_samples, args.seed = self.num_samples, self.data_seed
-        raw = make_dataset(args)
-        x = torch.as_tensor(np.asarray(raw["x"]), dtype=torch.float32)
-        y = torch.as_tensor(np.asarray(raw["y"]), dtype=torch.long)
+        raw = generate(self.num_samples, self.data_seed)
+        x, y = _tensors(raw["x"], raw["y"])
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
-        x_test = torch.as_tensor(np.asarray(raw["x_test"]), dtype=torch.float32)
-        y_test = torch.as_tensor(np.asarray(raw["y_test"]), dtype=torch.long)
         return {
             "train": TensorDataset(x[train_idx], y[train_idx]),
             "val": TensorDataset(x[val_idx], y[val_idx]),
-            "test": TensorDataset(x_test, y_test),
+            "test": TensorDataset(*_tensors(raw["x_test"], raw["y_test"])),
         }
+
+
+class MNIST1DNotebookDataModule(MNIST1DDataModule):
+    """MNIST-1D as the lottery-ticket notebook of the MNIST-1D project trains on it: every one of
+    the 4000 training examples, in their stored order, in sequential batches (step s takes
+    examples (s * batch_size) mod 4000 onwards; `shuffle` true draws seeded permutations instead).
+
+    There is no held-out split: the notebook tracks the test accuracy during training and selects
+    nothing on it, so validation (and the spectra probe) read the test split here.
+
+    Args:
+        batch_size: training batch size (the notebook's 100).
+        shuffle: a seeded permutation per pass instead of the stored order.
+        num_samples: total examples generated (80% train, 20% test).
+        data_seed: seed of the procedural generator (42 = the published data set).
+        probe_size: test examples used as the fixed probe set for spectra.
+    """
+
+    def __init__(self, batch_size: int = 100, shuffle: bool = False, num_samples: int = 5000, data_seed: int = 42,
+                 probe_size: int = 500, num_workers: int = 0) -> None:
+        super().__init__(batch_size, 1, num_samples, data_seed, 0, probe_size, num_workers)
+        self.shuffle = shuffle
+
+    def _build(self) -> dict[str, TensorDataset]:
+        raw = generate(self.num_samples, self.data_seed)
+        test = TensorDataset(*_tensors(raw["x_test"], raw["y_test"]))
+        return {"train": TensorDataset(*_tensors(raw["x"], raw["y"])), "val": test, "test": test}
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        gen = torch.Generator().manual_seed(self.shuffle_seed) if self.shuffle else None
+        return DataLoader(self._splits["train"], batch_size=self.batch_size, shuffle=self.shuffle, generator=gen,
+                          num_workers=self.num_workers)
+
+
+def _tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(y), dtype=torch.long)
+
+
+def generate(num_samples: int, data_seed: int) -> dict:
+    """The raw MNIST-1D arrays (`mnist1d.data.make_dataset`; the defaults build the published set)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = num_samples, data_seed
+    return make_dataset(args)

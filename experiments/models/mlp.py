@@ -37,3 +37,29 @@ class MLP(nn.Module):
         for layer, act in zip(self.hidden, self.act):
             x = act(layer(x))
         return self.out(x)
+
+
+class ResidualMLP(nn.Module):
+    """The MLP of the MNIST-1D lottery-ticket notebook (Greydanus 2020): one input layer, then
+    residual blocks, then a linear output layer named `out`.
+
+        h = relu(W_0 x);   h = h + relu(W_i h) for i = 1..blocks;   logits = out(h)
+
+    Layers keep `nn.Linear`'s default init. The input layer is `hidden.0`, the blocks
+    `hidden.1`, ...; the activation sites are `act.0` (the input layer's relu) and `act.i` (block
+    i's relu, before it is added to the stream), as in `MLP`.
+    """
+
+    def __init__(self, in_features: int = 40, width: int = 500, num_classes: int = 10, blocks: int = 1) -> None:
+        super().__init__()
+        if width < 1 or blocks < 0:
+            raise LTCError(f"ResidualMLP needs width >= 1 and blocks >= 0, got width={width}, blocks={blocks}")
+        self.hidden = nn.ModuleList([nn.Linear(in_features, width), *(nn.Linear(width, width) for _ in range(blocks))])
+        self.act = nn.ModuleList(nn.ReLU() for _ in self.hidden)
+        self.out = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        h = self.act[0](self.hidden[0](x.flatten(1)))
+        for layer, act in zip(self.hidden[1:], self.act[1:]):
+            h = h + act(layer(h))
+        return self.out(h)

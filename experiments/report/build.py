@@ -14,6 +14,7 @@ from experiments.config import experiment_id, imp_parser
 from experiments.report.document import write_document
 from experiments.report.figures import all_figures
 from experiments.report.networks import RunNetworks, run_configs
+from experiments.report.reproduction import comparison
 from experiments.report.verdict import verdict_document
 from experiments.report.wandb_summary import log_summary_run
 from experiments.settings import WandbConfig
@@ -82,6 +83,7 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     rows = stability_rows(runs)
     result["stability"] = {"rows": rows, "summary": stability_summary(rows)}
     figures = all_figures(runs, results, files)
+    result["reproduction"] = comparison(runs, files)  # None unless the experiment has a published reference
     result["figures"] = [str(f.path.relative_to(files.dir)) for f in figures]
     result["seconds"] = time.perf_counter() - started
     rundir.write_json(files.verdict, result)

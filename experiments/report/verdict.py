@@ -7,6 +7,7 @@ import numpy as np
 from channels.verdict.base import CHANNELS, NO_TICKET, SUBCIRCUITS, TICKET
 from channels.verdict.battery import TESTS
 from experiments.report.document import Document, Figure, Section, Table
+from experiments.report.reproduction import reproduction_section
 
 READING_STYLE = {CHANNELS: "bold green", SUBCIRCUITS: "bold magenta", NO_TICKET: "bold yellow", TICKET: "green",
                  "inconclusive": "yellow", "not run": "dim", "conflict": "red"}
@@ -108,7 +109,11 @@ def verdict_document(result: dict, figures: list[Figure]) -> Document:
                         console=True)
     if result["stability"]["rows"]:
         stability.tables.append(Table("", STABILITY_HEADERS, stability_table(result), console_columns=[]))
-    sections = [summary, cal, runs, stability, Section("Figures", figures=figures)]
+    found = result.get("reproduction")  # a published reference beside ours, shown after the verdict
+    shown = [f for f in figures if not found or f.name != found["figure"]]
+    sections = [summary, cal, runs, stability, Section("Figures", figures=shown)]
+    if found:
+        sections.insert(1, reproduction_section(found, figures))
     sections += [test_section(test) for test in result["tests"].values()]
     return Document(f"Lottery tickets: channels or subcircuits? ({result['experiment']})", sections,
                     css_class={line: f"verdict {result['verdict'].replace(' ', '_')}"})

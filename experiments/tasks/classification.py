@@ -20,7 +20,8 @@ class ClassificationTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(self.net(x), y)  # a non-finite loss stops every rank together (DivergenceGuard)
-        self.log("train/loss", loss, prog_bar=True)
+        if self.logs_this_step():
+            self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _evaluate(self, batch, split: str, metric: torchmetrics.Metric) -> None:
