@@ -114,9 +114,10 @@ def _cell(values: Sequence[float], interval: Sequence[float] | None = None) -> s
 
 def comparison(runs: Sequence[RunData], files: ReportFiles) -> dict | None:
     """Ours beside the published reference of the runs' experiment (None when it has none), for
-    verdict.json and `reproduction_section`: one row per marked round and line (ticket, random
-    prune) with our level nearest its density, each seed's and each trial's accuracy, our mean's
-    95% t-interval, ours minus theirs and whether that is within CLOSE points; and the figure."""
+    verdict.json and `reproduction_section`: one row per marked round and line (ticket and random
+    prune; the dense network alone at full density) with our level nearest its density, each
+    seed's and each trial's accuracy, our mean's 95% t-interval, ours minus theirs and whether
+    that is within CLOSE points; and the figure."""
     ref = reference_for(runs)
     if ref is None:
         return None
@@ -124,7 +125,9 @@ def comparison(runs: Sequence[RunData], files: ReportFiles) -> dict | None:
     rows = []
     for round_ in ref.marks:
         remaining = 100 * ref.density(round_)
-        for name, points, line in (("ticket", ticket, "ticket"), ("random prune", random, "random")):
+        lines = [("dense", ticket, "ticket")] if ref.density(round_) == 1 else \
+            [("ticket", ticket, "ticket"), ("random prune", random, "random")]
+        for name, points, line in lines:
             ours, theirs = _nearest(points, remaining), ref.values(line, round_)
             diff = None if ours is None else ours.mean - float(np.mean(theirs))
             rows.append({"remaining": remaining, "line": name, "round": round_, "theirs": theirs,
