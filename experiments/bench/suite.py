@@ -16,6 +16,8 @@ Cases (each times its path and its baseline in turn, in the same process):
   to see whether `--tf32` keeps the spectra accurate (bench/jacobian.py);
 - callback: the SpectraCallback's share of a level's training time on the default experiment
   (bench/callback.py);
+- training_loop: a level's fit through the IMP driver vs a plain PyTorch loop of the same training,
+  and the per-step costs the driver was cut down by (bench/training_loop.py);
 - end_to_end: the default experiment's wall time, EXTRAPOLATED from a reduced run (bench/end_to_end.py).
 
 Peak memory of each case: on CUDA torch.cuda.max_memory_allocated above the case's start; on Linux
@@ -57,9 +59,10 @@ from lth.rundir import write_text
 if TYPE_CHECKING:
     from typing import Self
 
-CPU_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "callback", "end_to_end")
+CPU_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "callback", "training_loop",
+             "end_to_end")
 CUDA_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "precision", "callback",
-              "end_to_end")
+              "training_loop", "end_to_end")
 DEFAULT_CONFIG = "configs/mnist1d_imp.yaml"
 
 
@@ -231,7 +234,7 @@ CASES: dict[str, Case] = {
     "masking": LazyCase("masking"), "covariance": LazyCase("covariance"), "jacobian": LazyCase("jacobian"),
     "jacobian_chunks": LazyCase("jacobian", "chunks_case"), "precision": LazyCase("jacobian", "precision_case"),
     "jacobian_sketch": LazyCase("jacobian_sketch"), "callback": LazyCase("callback"),
-    "end_to_end": LazyCase("end_to_end"),
+    "training_loop": LazyCase("training_loop"), "end_to_end": LazyCase("end_to_end"),
 }
 
 

@@ -36,7 +36,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--tf32", action=ActionYesNo, default=False,
                         help="allow TF32 matmuls on CUDA in the timed cases (the precision case shows its error)")
     parser.add_argument("--config", type=str, default=DEFAULT_CONFIG,
-                        help="the IMP recipe of the callback and end-to-end cases")
+                        help="the IMP recipe of the callback, training_loop and end-to-end cases")
     return parser
 
 
