@@ -61,3 +61,12 @@ def test_in_step_randomness_is_a_function_of_seed_step_and_rank():
     assert torch.equal(draw(4), draw(4))
     assert not torch.equal(draw(4), draw(5))
     assert not torch.equal(draw(4, rank=0), draw(4, rank=1))
+
+
+def test_step_seeding_draws_what_torch_manual_seed_draws():
+    from lth.callbacks import seed_torch
+
+    seed_torch(5)
+    ours = torch.rand(3), torch.randn(2)
+    torch.manual_seed(5)
+    assert all(torch.equal(a, b) for a, b in zip(ours, (torch.rand(3), torch.randn(2))))
