@@ -167,17 +167,17 @@ def reproduction_section(found: dict, figures: Sequence[Figure]) -> Section:
 
 def comparison_figure(ticket: Sequence[Point], random: Sequence[Point], ref: Reference, path: Path) -> Figure:
     """Final test accuracy against % of weights remaining: ours as mean and 95% t-interval over
-    seeds (a band along the ticket line, error bars where the random prune ran), theirs as the
-    mean of their trials (thin line) and each trial (dots)."""
+    seeds (solid: a band along the ticket line, error bars where the random prune ran), theirs as
+    the mean of their trials (dashed) and each trial (dots); blue tickets, red random prunes."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     x = np.array([100 * ref.density(r) for r in ref.rounds])
     drawn = x > 0  # their last round keeps nothing: off a log axis
     for trials, color, label in ((np.array(ref.ticket), "C0", "ticket"), (np.array(ref.random), "C3", "random prune")):
-        ax.plot(x[drawn], trials.mean(0)[drawn], color=color, alpha=0.5, linewidth=1,
+        ax.plot(x[drawn], trials.mean(0)[drawn], "--", color=color, alpha=0.6, linewidth=1,
                 label=f"notebook: {label} (mean of {len(trials)} trials; dots: each)")
         for trial in trials:
             ax.plot(x[drawn], trial[drawn], ".", color=color, alpha=0.35, markersize=3)
-    for points, name, look in ((ticket, "ticket", style("ticket")), (random, "random prune", style(RANDOM))):
+    for points, name, color in ((ticket, "ticket", "C0"), (random, "random prune", "C3")):
         if not points:
             continue
         remaining = np.array([p.remaining for p in points])
@@ -185,11 +185,11 @@ def comparison_figure(ticket: Sequence[Point], random: Sequence[Point], ref: Ref
         lo, hi = (np.array(v) for v in zip(*(p.interval for p in points)))
         label = f"ours: {name} (mean of {max(len(p.values) for p in points)} seeds, 95% CI)"
         if name == "ticket":
-            ax.plot(remaining, mean, color=look.color, linewidth=2, label=label)
-            ax.fill_between(remaining, lo, hi, color=look.color, alpha=0.25)
+            ax.plot(remaining, mean, color=color, linewidth=2, label=label)
+            ax.fill_between(remaining, lo, hi, color=color, alpha=0.25)
         else:
-            ax.errorbar(remaining, mean, yerr=[mean - lo, hi - mean], fmt=look.marker, color=look.color, capsize=3,
-                        label=label)
+            ax.errorbar(remaining, mean, yerr=[mean - lo, hi - mean], fmt=style(RANDOM).marker, color=color,
+                        capsize=3, label=label)
     ax.set_xscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("% of weights remaining")
