@@ -26,8 +26,7 @@ CHART_FIELDS = {"rank": "rank", "value": "normalised", "level": "level", "branch
 
 def _plain_rows(frame: pd.DataFrame) -> list[list]:
     """Rows of Python values (what wandb.Table takes), None where a value is missing."""
-    return [[None if isinstance(v, float) and v != v else v for v in row]
-            for row in frame.astype(object).to_numpy().tolist()]
+    return frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
 
 
 def spectra_rows(runs: list[RunData], max_rows: int) -> tuple[list[list], int]:
