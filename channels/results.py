@@ -172,6 +172,7 @@ class Runs:
 
     @property
     def seeds(self) -> list[int]:
+        """The init seeds of the runs, sorted (extra data orders of a seed share its seed)."""
         return sorted({run.seed for run in self.runs})
 
     def run(self, seed: int | None = None, data_order_seed: int | None = None) -> RunData:
