@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-__all__ = ["open_runs", "Runs"]
+__all__ = ["Runs", "open_runs"]
 
 
 def __getattr__(name: str):

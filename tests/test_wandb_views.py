@@ -159,7 +159,10 @@ def test_lineage_report_uses_what_the_jobs_logged_and_jobs_use_what_they_started
     # content digests as the jobs logged, so W&B joins each use to the version a job produced
     assert used == logged and summary.summary["artifacts/used"] == len(logged) == 3 * 2 + 2
     group = runs["level_00"].group
-    uri = lambda *parts: run_dir.joinpath(*parts).resolve().as_uri()  # noqa: E731
+
+    def uri(*parts: str) -> str:
+        return run_dir.joinpath(*parts).resolve().as_uri()
+
     assert set(_artifacts(runs["level_00"], used=True)) == set()  # dense: starts from theta_0 it logs itself
     assert set(_artifacts(runs["level_01"], used=True)) == {
         (f"{group}-weights", uri("level_00", "weights.safetensors")),  # pruned by level 0's magnitudes
