@@ -136,8 +136,8 @@ h1{font-size:1.5em;font-weight:600;margin:0.2em 0 0.8em}h2{font-size:1.2em;margi
 .card dt{color:#59636e}.card dd{margin:0;font-weight:500}
 .card.channels{border-left-color:#1a7f37}.card.subcircuits{border-left-color:#8250df}
 .card.no_ticket{border-left-color:#9a6700}.card.inconclusive,.card.mixed{border-left-color:#bc4c00}
-.headline.channels,td.channels{color:#1a7f37}.headline.subcircuits,td.subcircuits{color:#8250df}
-.headline.no_ticket,td.no_ticket{color:#9a6700}.headline.inconclusive,td.inconclusive,.headline.mixed,td.mixed{color:#bc4c00}
+.channels:is(.headline,td,dd){color:#1a7f37}.subcircuits:is(.headline,td,dd){color:#8250df}
+.no_ticket:is(.headline,td,dd){color:#9a6700}:is(.inconclusive,.mixed):is(.headline,td,dd){color:#bc4c00}
 td.ticket{color:#1a7f37}td.conflict{color:#cf222e}td.not_run{color:#8c959f}
 figure{margin:1.2em 0 2em}figure img{display:block;max-width:100%;height:auto;margin:0 auto}
 figcaption{font-size:0.92em;color:#31373d;margin-top:0.4em}

@@ -17,6 +17,8 @@ from experiments.report.document import Figure
 from lth.branches import BRANCHES, style
 from lth.layout import ReportFiles
 
+SPECTRUM_FLOOR = 1e-6  # normalised eigenvalues drawn down to here (below: numerical zeros)
+
 
 def _percent(value: float, _position=None) -> str:
     """A tick label in percent: `100%`, `46.2%`, `6.9%` (at most three significant digits)."""
@@ -96,13 +98,16 @@ def spectra_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
                 eigs = final_eigenvalues(job.spectra, key)
                 ax.loglog(np.arange(1, eigs.size + 1), eigs / eigs.sum(), "k--",
                           label=f"random prune {100 * job.density:.0f}%")
+        if ax.get_ylim()[0] < SPECTRUM_FLOOR:  # numerical zeros of a rank-deficient spectrum would squash the rest
+            ax.set_ylim(SPECTRUM_FLOOR, 2 * max(float(np.max(line.get_ydata())) for line in ax.get_lines()))
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("rank i")
         ax.set_ylabel("p_i")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return Figure("spectra", save_figure(fig, path),
-                  f"Final eigenvalue spectra per level of {run.name} (normalised, log-log); dashed: random prune.")
+                  f"Final eigenvalue spectra per level of {run.name} (normalised, log-log; shares below "
+                  f"{SPECTRUM_FLOOR:g} of the total are cut); dashed: random prune.")
 
 
 def level_overlap_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
