@@ -184,9 +184,9 @@ class Runs:
         matches = [r for r in self.runs if r.seed == seed and r.data_order_seed == order]
         if len(matches) != 1:
             known = "; ".join(f"seed {r.seed}, data order {r.data_order_seed} ({r.dir.name})" for r in self.runs)
-            wanted = "no seed" if seed is None else f"seed {seed}, data order {order}"
-            raise LTCError(f"{len(matches)} runs in {self.root} match {wanted}; pass seed= (and data_order_seed=) "
-                           f"of one: {known}")
+            found = (f"{self.root} holds {len(self.runs)} runs" if seed is None else
+                     f"{len(matches)} runs in {self.root} have seed {seed} and data order {order}")
+            raise LTCError(f"{found}; pass seed= (and data_order_seed=) of one: {known}")
         return matches[0]
 
     def job(self, level: int, branch: str | None = None, seed: int | None = None,
