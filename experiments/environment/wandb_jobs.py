@@ -52,7 +52,7 @@ def final_spectra(path: Path) -> dict[str, float]:
     return final_metrics(load_npz(path))
 
 
-def record_finished(run, job: Job, metrics: dict, experiment_id: str) -> None:
+def record_finished(run, job: Job, metrics: dict, experiment_id: str, run_dir: Path) -> None:
     """The final row, the summary and the artifacts of a finished job (its files are written)."""
     spectra = final_spectra(job.files.spectra)
     final = {f"final/{name}": value for name, value in {**metrics["test"], **spectra}.items()}
@@ -60,7 +60,7 @@ def record_finished(run, job: Job, metrics: dict, experiment_id: str) -> None:
         run.define_metric(name, step_metric=REMAINING)
     run.log({REMAINING: metrics["density"], "level": job.level, **final})
     run.summary.update({"level": job.level, "density": metrics["density"], "branch": job.branch or TICKET, **spectra})
-    log_artifacts(run, job, metrics["density"], experiment_id)
+    log_artifacts(run, job, metrics["density"], experiment_id, RunLayout(run_dir))
 
 
 def artifact_name(experiment_id: str, branch: str | None, what: str) -> str:
@@ -92,22 +92,20 @@ def use_artifact(run, artifact) -> None:
         run.use_artifact(artifact)
 
 
-def job_inputs(job: Job) -> dict[tuple[str | None, str], Path]:
-    """What a job started from, as ((branch, what) -> file) of artifacts logged before it: a line's
-    level L >= 1 prunes level L-1's trained weights and rewinds the survivors to theta_k (theta_0
-    when k = 0); a branch is planned from its level's ticket mask."""
-    line = job.branch is None or (job.branch in BRANCHES and BRANCHES[job.branch].is_line)
-    if not line:
-        run = RunLayout(job.dir.parent.parent.parent)  # <run>/branches/<name>/level_LL
+def job_inputs(job: Job, run: RunLayout) -> dict[tuple[str | None, str], Path]:
+    """What a job of `run` started from, as ((branch, what) -> file) of artifacts logged before it:
+    a line's level L >= 1 prunes level L-1's trained weights and rewinds the survivors to theta_k
+    (theta_0 when k = 0); a branch is planned from its level's ticket mask."""
+    if job.branch is not None and not (job.branch in BRANCHES and BRANCHES[job.branch].is_line):
         return {(None, "mask"): run.job(job.level).mask}
     if job.level == 0:
         return {}
-    layout = RunLayout(job.dir.parent)  # a line's jobs sit in its root
+    layout = run if job.branch is None else run.line(job.branch)
     start = ("theta_k", layout.rewind) if layout.rewind.is_file() else ("theta_0", layout.init)
     return {(job.branch, "weights"): layout.job(job.level - 1).weights, (job.branch, start[0]): start[1]}
 
 
-def log_artifacts(run, job: Job, remaining: float, experiment_id: str) -> None:
+def log_artifacts(run, job: Job, remaining: float, experiment_id: str, layout: RunLayout) -> None:
     """Mask, trained weights (and theta_0 / theta_k) as reference artifacts aliased by level, and
     the job's inputs (`job_inputs`) as used artifacts."""
     metadata = {"experiment_id": experiment_id, "job": job.name, "level": job.level, "branch": job.branch or TICKET,
@@ -117,6 +115,6 @@ def log_artifacts(run, job: Job, remaining: float, experiment_id: str) -> None:
     for what, path in files.items():
         run.log_artifact(reference_artifact(experiment_id, job.branch, what, path, metadata),
                          aliases=[level_name(job.level)])
-    for (branch, what), path in job_inputs(job).items():
+    for (branch, what), path in job_inputs(job, layout).items():
         if path.is_file():
             use_artifact(run, reference_artifact(experiment_id, branch, what, path))
