@@ -1,8 +1,10 @@
-"""`ltc seeds` on a tiny recipe, then `ltc report`: every test in the verdict, the page, the W&B summary run."""
+"""`ltc seeds` on a tiny recipe, then `ltc report` (the `seeds_run` fixture of conftest.py): every test in the
+verdict, the page, the W&B summary run."""
 import json
 
 import pytest
 import yaml
+from wandb_offline import read_runs
 
 from channels.verdict.battery import TESTS
 from experiments.cli import main
@@ -11,22 +13,9 @@ from experiments.config import parse
 from experiments.report.build import build_report
 from lth.rundir import is_done
 from tests.helpers import write_config
-from wandb_offline import read_runs
 
 KEYS = [t.key for t in TESTS]
 VERDICTS = ("channels", "subcircuits", "inconclusive", "no ticket")
-
-
-@pytest.fixture(scope="module")
-def seeds_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("seeds")
-    cfg = write_config(tmp, imp={"branches": ["random_prune", "shuffle"], "branch_levels": [2]},
-                       spectra={"sites": ["act.0"], "jacobians": [], "every_n_steps": 10, "probe_size": 64, "top_k": 4},
-                       wandb={"mode": "offline"})
-    root = tmp / "runs"
-    assert main(["seeds", "--config", str(cfg), "--seeds", "[0, 1]", "--data_order_seeds", "[5]",
-                 "--run_dir", str(root)]) == 0
-    return cfg, root
 
 
 def test_seeds_runs_every_seed_and_data_order(seeds_run):

@@ -78,7 +78,8 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     results = run_battery(runs, RunNetworks.for_runs(runs, configs, parser))
     result = verdict(results)
     result["calibration"] = latest_calibration(calibration)
-    result["experiment"] = group_id(runs[0].experiment, experiment_ids(configs))
+    ids = experiment_ids(configs)
+    result["experiment"] = group_id(runs[0].experiment, ids)
     result["runs"] = [{"dir": str(r.dir), "seed": r.seed, "data_order_seed": r.data_order_seed,
                        "levels": sorted(r.levels), "branches": sorted(r.branches)} for r in runs]
     rows = stability_rows(runs)
@@ -89,5 +90,5 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     rundir.write_json(files.verdict, result)
     write_document(verdict_document(result, figures), files)
     if wandb_mode != "disabled":
-        log_summary_run(result, figures, runs[0].dir, wandb_mode, runs)
+        log_summary_run(result, figures, runs[0].dir, wandb_mode, runs, ids)
     return json.loads(json.dumps(result))

@@ -7,6 +7,7 @@ import numpy as np
 from channels.verdict.base import CHANNELS, MIXED, NO_TICKET, SUBCIRCUITS, TICKET
 from channels.verdict.battery import PRECONDITIONS, TESTS
 from channels.verdict.learned import LEARNED, NOTHING_LEARNED
+from experiments.report.card import verdict_card
 from experiments.report.document import Document, Figure, Section, Table
 
 READING_STYLE = {CHANNELS: "bold green", SUBCIRCUITS: "bold magenta", MIXED: "bold cyan", NO_TICKET: "bold yellow",
@@ -85,7 +86,8 @@ def _site_table(result: dict) -> Table:
                  ["site", "reading", "with provisional readings", "from"], rows, styles=READING_STYLE)
 
 
-def test_section(test: dict) -> Section:
+def test_section(test: dict, figures: list[Figure] = ()) -> Section:
+    """One test's detail (statistic, null, rule, each site's reading, its table and figure), folded."""
     bullets = [f"statistic: {test['statistic']}", f"null: {test['null']}", f"rule: {test['rule']}"]
     for site, found in test["sites"].items():
         units = ", ".join(f"{k} {fmt(v)}" for k, v in found["units"].items())
@@ -96,15 +98,18 @@ def test_section(test: dict) -> Section:
     columns = COLUMNS.get(test["test"]) or (sorted(test["details"][0]) if test["details"] else [])
     tables = [Table("details", columns, [[fmt(row.get(c)) for c in columns] for row in test["details"]])] \
         if test["details"] else []
-    return Section(f"{test['test']} {test['title']}: {test['reading']}", bullets=bullets, tables=tables)
+    return Section(f"{test['test']} {test['title']}: {test['reading']}", bullets=bullets, tables=tables,
+                   figures=list(figures), folded=True)
 
 
 def verdict_document(result: dict, figures: list[Figure]) -> Document:
-    """The whole report of `ltc report` from its verdict dict."""
+    """The whole report of `ltc report` from its verdict dict: the verdict card, the runs' figures,
+    the readings, calibration and stability; then runs and each test's detail (with its figure), folded."""
     line = verdict_line(result)
-    summary = Section("Verdict", [line, f"How: {result['rule']}"],
-                      tables=[Table("", TEST_HEADERS, test_rows(result), CONSOLE_HEADERS, READING_STYLE),
-                              _site_table(result)], console=True)
+    summary = Section("Readings", [line, f"How: {result['rule']}"],
+                      tables=[Table("", TEST_HEADERS, test_rows(result), CONSOLE_HEADERS, READING_STYLE)], console=True)
+    if result.get("sites"):
+        summary.tables.append(_site_table(result))
     calibration = result.get("calibration")
     cal = Section("Calibration on planted worlds", [calibration_paragraph(calibration)], console=True)
     if calibration:
@@ -116,7 +121,9 @@ def verdict_document(result: dict, figures: list[Figure]) -> Document:
                         console=True)
     if result["stability"]["rows"]:
         stability.tables.append(Table("", STABILITY_HEADERS, stability_table(result), console_columns=[]))
-    sections = [summary, cal, runs, stability, Section("Figures", figures=figures)]
-    sections += [test_section(test) for test in result["tests"].values()]
+    runs.folded = True
+    main = [f for f in figures if f.name not in result["tests"]]
+    sections = [Section("Figures", figures=main), summary, cal, stability, runs]
+    sections += [test_section(test, [f for f in figures if f.name == key]) for key, test in result["tests"].items()]
     return Document(f"Lottery tickets: channels or subcircuits? ({result['experiment']})", sections,
-                    css_class={line: f"verdict {result['verdict'].replace(' ', '_')}"})
+                    css_class={line: f"verdict {result['verdict'].replace(' ', '_')}"}, card=verdict_card(result))
