@@ -2,7 +2,9 @@
 
 Each instance draws its shape within stated ranges (`RANGES`: inputs, widths, depth, classes,
 rank, label noise) and its family's knobs (busy units, unit scales, the `mixed` variant, the
-narrow rank-1 channel), trains its student with SGD or with Adam (alternating within a family),
+narrow rank-1 channel, in a `mixed` world whose input selection gives IMP a ticket to find: a
+dense channel alone at 8% of the weights is found as well by random masks), trains its student
+with SGD or with Adam (alternating within a family),
 and goes through one shared recipe (`configs/planted/population.yaml`: the same steps, prune
 fraction, levels and branches for every world). The `dial` family is a fixed sweep of alpha.
 Everything is drawn from `population_seed`: the default is a seed never used while the rules were
@@ -90,11 +92,11 @@ def draw_instance(family: str, index: int, population_seed: int, alpha: float | 
         spec["busy"] = knobs["busy"] = round(float(rng.uniform(*RANGES["busy"])), 3)
     if family == "hidden_channel":
         spec["unit_scale"] = knobs["unit_scale"] = round(float(rng.uniform(*RANGES["unit_scale"])), 3)
-        if index == 0:  # the narrow rank-1 channel: 16 units, its best few carry much of it; 6 classes
-            spec.update(width=16, rank=1, classes=6)  # on the one latent, so a ticket has something to find
-            knobs["narrow"] = True
     if family == "mixed":
         spec["variant"] = knobs["variant"] = MIXED_VARIANTS[index % len(MIXED_VARIANTS)]
+        if index == 0:  # the narrow rank-1 channel: one input coordinate spread densely over 16 units, whose
+            spec.update(width=16, rank=1, classes=6)  # best few carry much of it; 6 classes on the one latent
+            knobs["narrow"] = True
     if family == "dial":
         spec["alpha"] = knobs["alpha"] = float(alpha)
     spec["rank"] = min(spec["rank"], spec["d"], spec["width"])
