@@ -16,7 +16,7 @@ from channels.verdict.coordinates import canonical_frame
 from channels.verdict.localisation import localisation
 from channels.verdict.unit_sites import ticket_paths, unit_sites
 from channels.verdict.units import mlp_unit_layout, permute_units
-from experiments.data.planted import WORLDS
+from experiments.data.planted import WORLDS, Spec
 from experiments.models.mlp import MLP
 from lth.pruning import magnitude_prune
 
@@ -26,7 +26,7 @@ TOLERANCE = 1e-6  # relative; the networks run in float64
 def _trained(seed: int = 0) -> tuple[MLP, torch.Tensor, torch.Tensor]:
     """A 24-48-32-4 ReLU MLP trained for a few hundred Adam steps on a dense-channel world."""
     rng = np.random.default_rng([seed, 1])
-    x, y, _ = WORLDS["input_channel"].sample(np.random.default_rng([seed, 0]), rng, 1600, 24, 48, 4, 3)
+    x, y, _ = WORLDS["input_channel"].sample(np.random.default_rng([seed, 0]), rng, 1600, Spec(24, 48, 4, 3))
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     torch.manual_seed(seed)
     net = MLP(24, [48, 32], 4).double()

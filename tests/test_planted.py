@@ -79,6 +79,9 @@ def test_a_circuit_teacher_has_few_label_units_among_busy_ones():
     circuit = [j for j in range(64) if any(np.allclose(h[:, j], np.maximum(x[:, c], 0)) for c in coords)]
     active = h.var(0) > 1e-6
     assert len(circuit) == 5 and active.sum() == 5 + round(0.8 * 59)  # busy units: variance the label ignores
+    busy = [j for j in np.flatnonzero(active) if j not in circuit]
+    corr = np.corrcoef(np.c_[h[:, busy], x[:, coords]].T)[: len(busy), len(busy):]
+    assert np.abs(corr).max() < 0.15  # they read directions off the label's coordinates: nothing of the label
 
 
 def test_a_dense_teacher_uses_every_unit_at_unequal_scales():
@@ -161,7 +164,7 @@ def tiny_input_worlds(tmp_path_factory):
 
 
 def test_basis_test_reads_a_privileged_input_basis_only_where_it_is(tiny_input_worlds):
-    gaps = {w: basis.run([run]).sites["input"] for w, run in tiny_input_worlds.items()}
+    gaps = {w: basis.run([run], reader(RunNetworks.for_runs([run]))).sites["input"] for w, run in tiny_input_worlds.items()}
     assert gaps["input_subcircuit"].effect > gaps["input_channel"].effect + 0.02, gaps
     assert gaps["input_subcircuit"].reading == SUBCIRCUITS and gaps["input_subcircuit"].provisional
 

@@ -11,15 +11,17 @@ constructs, and nothing at the others:
 - `input_channel`: y = argmax A F^T x, F a dense random orthonormal d x r frame. input: channels.
 - `hidden_subcircuit`: m = `rank` teacher units h_j = relu(x_{c_j}) carry the label, y = argmax
   A (h_S - E h); a fraction `busy` of the other units is active, relu(w . x + 1/2) on dense
-  directions, and ignored by the label (variance is not use); the rest are silent.
+  directions orthogonal to the label's coordinates (independent of the label: variance that is
+  not use); the rest are silent.
   input: subcircuits (the label reads m coordinates), act.0: subcircuits.
 - `hidden_channel`: z = F^T x, h = s * relu(Q z + 1), Q a dense width x r map (every unit mixes
   every latent), s_j = exp(`unit_scale` * g_j) unequal unit scales (a parametrisation, not a
   structure), y = argmax A z. input: channels, act.0: channels. Rank 1 in 16 units is the narrow
   channel whose best few units carry much of it.
-- `mixed`: variant `input_subcircuit` reads k coordinates through a dense teacher layer (input:
-  subcircuits, act.0: channels); variant `hidden_subcircuit` reads a dense subspace through r
-  unit-aligned teacher units among busy ones (input: channels, act.0: subcircuits).
+- `mixed`: variant `input_subcircuit` reads k coordinates (r latents of them) through a dense
+  teacher layer (input: subcircuits, act.0: channels); variant `hidden_subcircuit` reads a dense
+  subspace through r unit-aligned teacher units among busy ones (input: channels, act.0:
+  subcircuits).
 - `dial`: the frame and the teacher move from coordinate-aligned (alpha = 0: z = x_S, h_i =
   relu(z_i + 1) on r units, the rest silent; subcircuits at input and act.0) to dense (alpha = 1: a
   dense frame and h = relu(Q z + 1); channels at both) along F(alpha) = orth((1 - a) E_S + a G),
@@ -63,6 +65,7 @@ class Spec:
     unit_scale: float = 0.0
     variant: str = "input_subcircuit"
     alpha: float = 0.0
+    coords: int = 0  # input coordinates the `mixed` input_subcircuit variant reads (0: `rank` of them)
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,12 @@ def _rule(rng: np.random.Generator, r: int, classes: int) -> np.ndarray:
     return rng.standard_normal((classes, r))
 
 
-def _busy(world, x: np.ndarray, h: np.ndarray, free: np.ndarray, fraction: float) -> None:
-    """Make `fraction` of the `free` units of h active on dense input directions (label-blind)."""
+def _busy(world, x: np.ndarray, h: np.ndarray, free: np.ndarray, fraction: float, read: np.ndarray) -> None:
+    """Make `fraction` of the `free` units of h active on dense input directions orthogonal to the
+    label's input subspace `read` (d, r): x ~ N(0, I), so they carry nothing about the label."""
     chosen = world.choice(free, size=round(fraction * len(free)), replace=False)
     directions = world.standard_normal((len(chosen), x.shape[1]))
+    directions -= directions @ read @ read.T
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     h[:, chosen] = np.maximum(x @ directions.T + 0.5, 0.0)
 
@@ -122,21 +127,22 @@ def _input_channel(world, data, n, spec: Spec) -> Sample:
     return x, (x @ frame @ rule.T).argmax(1), None
 
 
-def _circuit_teacher(world, x: np.ndarray, z: np.ndarray, spec: Spec) -> np.ndarray:
-    """h: r unit-aligned units relu(z_i) at random positions, a `busy` share of the rest active."""
-    units = world.choice(spec.width, size=z.shape[1], replace=False)
+def _circuit_teacher(world, x: np.ndarray, read: np.ndarray, spec: Spec) -> np.ndarray:
+    """h: one unit-aligned unit relu(x . read_i) per column of the frame `read` (d, r), at random
+    positions, and a `busy` share of the other units active off the frame."""
+    units = world.choice(spec.width, size=read.shape[1], replace=False)
     h = np.zeros((len(x), spec.width))
-    h[:, units] = np.maximum(z, 0.0)
-    _busy(world, x, h, np.setdiff1d(np.arange(spec.width), units), spec.busy)
+    h[:, units] = np.maximum(x @ read, 0.0)
+    _busy(world, x, h, np.setdiff1d(np.arange(spec.width), units), spec.busy, read)
     return h
 
 
 def _hidden_subcircuit(world, data, n, spec: Spec) -> Sample:
-    coords = world.choice(spec.d, size=spec.rank, replace=False)
+    read = np.eye(spec.d)[:, world.choice(spec.d, size=spec.rank, replace=False)]
     rule = _rule(world, spec.rank, spec.classes)
     x = data.standard_normal((n, spec.d))
-    h = _circuit_teacher(world, x, x[:, coords], spec)
-    return x, ((np.maximum(x[:, coords], 0.0) - RELU_MEAN) @ rule.T).argmax(1), h
+    h = _circuit_teacher(world, x, read, spec)
+    return x, ((np.maximum(x @ read, 0.0) - RELU_MEAN) @ rule.T).argmax(1), h
 
 
 def _hidden_channel(world, data, n, spec: Spec) -> Sample:
@@ -152,12 +158,14 @@ def _hidden_channel(world, data, n, spec: Spec) -> Sample:
 def _mixed(world, data, n, spec: Spec) -> Sample:
     rule = _rule(world, spec.rank, spec.classes)
     x = data.standard_normal((n, spec.d))
-    if spec.variant == "input_subcircuit":  # k coordinates, read through a dense teacher layer
-        z = x[:, world.choice(spec.d, size=spec.rank, replace=False)]
+    if spec.variant == "input_subcircuit":  # `coords` coordinates -> r latents, read by a dense teacher layer
+        coords = world.choice(spec.d, size=spec.coords or spec.rank, replace=False)
+        z = x[:, coords] if len(coords) == spec.rank else x[:, coords] @ _frame(world, len(coords), spec.rank)
         h = np.maximum(z @ _dense_map(world, spec.width, spec.rank).T + 1.0, 0.0)
         return x, (z @ rule.T).argmax(1), h
-    z = x @ _frame(world, spec.d, spec.rank)  # a dense subspace, through unit-aligned teacher units
-    return x, ((np.maximum(z, 0.0) - RELU_MEAN) @ rule.T).argmax(1), _circuit_teacher(world, x, z, spec)
+    read = _frame(world, spec.d, spec.rank)  # a dense subspace, through unit-aligned teacher units
+    z = x @ read
+    return x, ((np.maximum(z, 0.0) - RELU_MEAN) @ rule.T).argmax(1), _circuit_teacher(world, x, read, spec)
 
 
 def _dial(world, data, n, spec: Spec) -> Sample:
@@ -220,6 +228,7 @@ class PlantedDataModule(TensorSplits):
         busy: share of a circuit teacher's other units that are active and ignored by the label.
         unit_scale: sigma of the lognormal scales of a dense teacher's units.
         variant: the `mixed` world's variant (`input_subcircuit` or `hidden_subcircuit`).
+        coords: input coordinates the `mixed` input_subcircuit variant reads (0: `rank`).
         alpha: the `dial` world's position, 0 (coordinate-aligned) .. 1 (dense).
         label_noise: fraction of training labels replaced at random (val and test stay clean).
         num_train: training examples; num_val, num_test: evaluation examples.
@@ -231,7 +240,7 @@ class PlantedDataModule(TensorSplits):
 
     def __init__(self, world: str = "input_subcircuit", in_features: int = 40, width: int = 64,
                  num_classes: int = 5, rank: int = 4, busy: float = 0.0, unit_scale: float = 0.0,
-                 variant: str = "input_subcircuit", alpha: float = 0.0, label_noise: float = 0.0,
+                 variant: str = "input_subcircuit", alpha: float = 0.0, coords: int = 0, label_noise: float = 0.0,
                  num_train: int = 4000, num_val: int = 1000, num_test: int = 2000, world_seed: int = 0,
                  sample_seed: int = 0, batch_size: int = 128, probe_size: int = 500, num_workers: int = 0) -> None:
         super().__init__(batch_size, probe_size, num_workers, shuffle_seed=sample_seed)
@@ -247,7 +256,7 @@ class PlantedDataModule(TensorSplits):
         if min(num_train, num_val, num_test, batch_size, probe_size) < 1:
             raise LTCError("num_train, num_val, num_test, batch_size and probe_size must be >= 1")
         self.world = WORLDS[world]
-        self.spec = Spec(in_features, width, num_classes, rank, busy, unit_scale, variant, alpha)
+        self.spec = Spec(in_features, width, num_classes, rank, busy, unit_scale, variant, alpha, coords)
         self.label_noise, self.sizes = label_noise, (num_train, num_val, num_test)
         self.world_seed, self.sample_seed = world_seed, sample_seed
 

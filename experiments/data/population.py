@@ -63,7 +63,7 @@ class Instance:
         """`ltc imp` flags that put this instance into the shared recipe."""
         s = self.spec
         data = {"world": self.family, "in_features": s.d, "width": s.width, "num_classes": s.classes, "rank": s.rank,
-                "busy": s.busy, "unit_scale": s.unit_scale, "variant": s.variant, "alpha": s.alpha,
+                "busy": s.busy, "unit_scale": s.unit_scale, "variant": s.variant, "alpha": s.alpha, "coords": s.coords,
                 "label_noise": self.label_noise, "world_seed": self.world_seed}
         flags = [f"--data.init_args.{k}={v}" for k, v in data.items()]
         return flags + [f"--model.init_args.net.init_args.in_features={s.d}",
@@ -94,8 +94,8 @@ def draw_instance(family: str, index: int, population_seed: int, alpha: float | 
         spec["unit_scale"] = knobs["unit_scale"] = round(float(rng.uniform(*RANGES["unit_scale"])), 3)
     if family == "mixed":
         spec["variant"] = knobs["variant"] = MIXED_VARIANTS[index % len(MIXED_VARIANTS)]
-        if index == 0:  # the narrow rank-1 channel: one input coordinate spread densely over 16 units, whose
-            spec.update(width=16, rank=1, classes=6)  # best few carry much of it; 6 classes on the one latent
+        if index == 0:  # the narrow rank-1 channel: one latent of 3 input coordinates spread densely over
+            spec.update(width=16, rank=1, coords=3, classes=6)  # 16 units, whose best few carry much of it
             knobs["narrow"] = True
     if family == "dial":
         spec["alpha"] = knobs["alpha"] = float(alpha)
