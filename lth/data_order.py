@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset, default_collate
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -62,26 +62,7 @@ def step_indexed_loader(loader: DataLoader, seed: int, total_steps: int,
     batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", 1)
     shuffle = not isinstance(loader.sampler, SequentialSampler)
     sampler = StepBatchSampler(len(loader.dataset), batch_size, seed, total_steps, rank, world_size, shuffle)
-    common = dict(num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-                  persistent_workers=loader.persistent_workers if loader.num_workers else False)
-    if isinstance(loader.dataset, TensorDataset) and loader.collate_fn is default_collate:
-        # one gather per tensor instead of a getitem per example and a stack: the same batch, several
-        # times faster (half a step of the MNIST-1D MLPs went into assembling batches)
-        return DataLoader(TensorBatches(loader.dataset), sampler=sampler, batch_size=None, **common), sampler
-    new = DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn, **common)
+    new = DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn,
+                     num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                     persistent_workers=loader.persistent_workers if loader.num_workers else False)
     return new, sampler
-
-
-class TensorBatches(Dataset):
-    """A `TensorDataset` indexed by a whole batch of indices at once: item `[i, j, ...]` is the
-    batch `default_collate` would stack from examples i, j, ..., gathered in one indexing per tensor."""
-
-    def __init__(self, data: TensorDataset) -> None:
-        self.tensors = data.tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitem__(self, indices: list[int]) -> list[torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return [t[index] for t in self.tensors]

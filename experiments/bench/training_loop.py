@@ -7,11 +7,11 @@ Rows (each pair timed in turn, `rounds` times, the best of each kept):
   W&B off) against the same steps as a plain loop: the config's net and optimiser, its batches
   in its data order gathered from the training tensors, cross-entropy, backward, step;
 - logging: the same level with `self.log` of the training loss at every step, against the
-  driver as it is (the loss logged when a progress bar or a logger reads it: `Task.logs_this_step`);
+  driver as it is (the loss logged on the loggers' steps and the last step: `Task.log_step`);
 - seeding: `torch.manual_seed` (it queues a seed for every accelerator type, recording a stack
   trace each) against seeding the CPU generator alone (`StepSeed` on the CPU), per call;
 - batches: a DataLoader that fetches examples one by one and stacks them against one gather per
-  tensor (`lth.data_order.TensorBatches`), per batch.
+  tensor (`experiments.data.splits.BatchedTensors`), per batch.
 A recipe of `ltc seeds` (configs/mnist1d_notebook.yaml) is read without its seed keys. The plain
 loop is a classification loop: configs of other tasks are refused.
 """
@@ -83,11 +83,13 @@ def batch_costs(batches: int) -> tuple[float, float]:
     """Seconds per batch of 100 examples of 40 features: (example by example + stack, one gather)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lth.data_order import StepBatchSampler, TensorBatches
+    from experiments.data.splits import BatchedTensors, first_item
+    from lth.data_order import StepBatchSampler
 
-    data = TensorDataset(torch.randn(4000, 40), torch.randint(0, 10, (4000,)))
-    one_by_one = DataLoader(data, batch_sampler=StepBatchSampler(4000, 100, 0, batches))
-    gathered = DataLoader(TensorBatches(data), sampler=StepBatchSampler(4000, 100, 0, batches), batch_size=None)
+    tensors = torch.randn(4000, 40), torch.randint(0, 10, (4000,))
+    one_by_one = DataLoader(TensorDataset(*tensors), batch_sampler=StepBatchSampler(4000, 100, 0, batches))
+    gathered = DataLoader(BatchedTensors(*tensors), batch_sampler=StepBatchSampler(4000, 100, 0, batches),
+                          collate_fn=first_item)
     times = []
     for loader in (one_by_one, gathered):
         start = time.perf_counter()
@@ -110,15 +112,15 @@ def run(config: str = DEFAULT_CONFIG, max_steps: int | None = None, rounds: int 
             [*level_zero_args(recipe, Path(tmp) / name, steps, device, False), "--imp.score_step", "null"])[0]
         level("warm-up")
         plain, driver, logged = [], [], []
-        logs_this_step = Task.logs_this_step
+        log_step = Task.log_step
         for r in range(rounds):
             plain.append(plain_loop(recipe, steps, device))
             driver.append(level(f"driver-{r}"))
-            Task.logs_this_step = lambda self: True
+            Task.log_step = lambda self, name, value, prog_bar=False: self.log(name, value, prog_bar=prog_bar)
             try:
                 logged.append(level(f"logged-{r}"))
             finally:
-                Task.logs_this_step = logs_this_step
+                Task.log_step = log_step
     seed_all = _per_call(torch.manual_seed, 2000)
     seed_cpu = _per_call(torch.default_generator.manual_seed, 2000)
     one_by_one, gathered = batch_costs(200)

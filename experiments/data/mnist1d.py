@@ -81,10 +81,7 @@ class MNIST1DNotebookDataModule(MNIST1DDataModule):
         return {"train": TensorDataset(*_tensors(raw["x"], raw["y"])), "val": test, "test": test}
 
     def train_dataloader(self) -> DataLoader:
-        self.setup()
-        gen = torch.Generator().manual_seed(self.shuffle_seed) if self.shuffle else None
-        return DataLoader(self._splits["train"], batch_size=self.batch_size, shuffle=self.shuffle, generator=gen,
-                          num_workers=self.num_workers)
+        return self._loader("train", self.shuffle, self.batch_size)
 
 
 def _tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,20 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 
+class BatchedTensors(TensorDataset):
+    """A TensorDataset that gives a whole batch with one index per tensor (`__getitems__`, which the
+    DataLoader calls for a batch of indices) instead of stacking one sample at a time."""
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return [tuple(t[index] for t in self.tensors)]
+
+
+def first_item(items: list):
+    """The collate function of `BatchedTensors`: its one item is the batch already."""
+    return items[0]
+
+
 class TensorSplits(pl.LightningDataModule):
     """`_build()` returns {"train", "val", "test"} TensorDatasets whose first tensors are inputs and
     second labels; `shuffle_seed` orders the plain training loader (IMP replaces it with its own
@@ -26,12 +40,15 @@ class TensorSplits(pl.LightningDataModule):
         if self._splits is None:
             self._splits = self._build()
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        """`split` in batches of `batch_size` (default: the training batch size when shuffled, else
+        the whole split in one batch), shuffled by `shuffle_seed` when `shuffle`."""
         self.setup()
-        data = self._splits[split]
-        size = self.batch_size if shuffle else len(data)
+        data = BatchedTensors(*self._splits[split].tensors)
+        size = batch_size or (self.batch_size if shuffle else len(data))
         gen = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
-        return DataLoader(data, batch_size=size, shuffle=shuffle, generator=gen, num_workers=self.num_workers)
+        return DataLoader(data, batch_size=size, shuffle=shuffle, generator=gen, num_workers=self.num_workers,
+                          collate_fn=first_item)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
