@@ -119,7 +119,7 @@ def test_the_report_sets_ours_beside_theirs_with_intervals(tmp_path):
     assert comparison([other], files) is None  # no published reference: no section
 
 
-def test_the_reproduction_section_follows_the_verdict(tmp_path):
+def test_the_reproduction_section_follows_the_readings(tmp_path):
     runs = [_run(s, {0: 63.0 + s, 89: 72.0 + s}, {89: 62.0 + s}) for s in range(3)]
     found = comparison(runs, ReportFiles(tmp_path))
     result = {"verdict": "no ticket", "why": "-", "provisional": True, "rule": "-", "tests": {}, "sites": {},
@@ -128,7 +128,9 @@ def test_the_reproduction_section_follows_the_verdict(tmp_path):
     figures = [Figure("reproduction", tmp_path / "figures" / "reproduction.png", "c"),
                Figure("accuracy", tmp_path / "figures" / "accuracy.png", "a")]
     doc = verdict_document(result, figures)
-    assert doc.sections[1].title.startswith("Reproduction: MNIST-1D") and doc.sections[1].figures[0].name == "reproduction"
-    assert [f.name for f in doc.sections[5].figures] == ["accuracy"]  # drawn once, in its own section
+    titles = [section.title for section in doc.sections]
+    assert titles[:3] == ["Figures", "Readings", titles[2]] and titles[2].startswith("Reproduction: MNIST-1D")
+    assert [f.name for f in doc.sections[2].figures] == ["reproduction"]
+    assert [f.name for f in doc.sections[0].figures] == ["accuracy"]  # drawn once, in its own section
     text = render_markdown(doc)
     assert "| 10.1 | ticket | 89 | 73.0 [" in text and "73.1 (73.4, 72.8)" in text
