@@ -25,7 +25,7 @@ from channels.verdict.base import (
 from channels.verdict.battery import TESTS, verdict
 from channels.verdict.localisation import localisation
 from channels.verdict.stats import hypergeometric_overlap, t_interval, tost_equivalent
-from channels.verdict.units import mlp_unit_layout, permute_units, weight_matching
+from channels.units import mlp_unit_layout, permute_units, weight_matching
 from experiments.models.mlp import MLP
 
 

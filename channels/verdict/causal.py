@@ -35,7 +35,7 @@ from channels.verdict.base import (
     read_sites,
 )
 from channels.verdict.rundata import RunData, spectrum_keys
-from channels.verdict.units import mlp_unit_layout, unit_keep_fraction
+from channels.units import mlp_unit_layout, unit_keep_fraction
 
 TOP_K = 8
 RANDOM_DRAWS = 8

@@ -34,7 +34,7 @@ from channels.verdict.base import (
 from channels.verdict.causal import hidden_sites
 from channels.verdict.rundata import RunData
 from channels.verdict.stats import hypergeometric_overlap
-from channels.verdict.units import mlp_unit_layout, permute_units, weight_matching
+from channels.units import mlp_unit_layout, permute_units, weight_matching
 
 SHARED, NOT_SHARED = "shared", "not shared"
 
