@@ -29,6 +29,7 @@ that cannot run on it.
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from torch import nn
 
 from channels.sites import transformer_blocks
 from lth.errors import LTCError
-from lth.folding import family
+from lth.folding import family, fold_norms
 from lth.reparam import CARRIED, IN, OUT, Slot, permute_slots, rescale_slots
 
 NEURON, CHANNEL, HEAD, RESIDUAL = "neuron", "channel", "head", "residual"
@@ -422,3 +423,25 @@ def weight_matching(weights_a: Mapping[str, torch.Tensor], weights_b: Mapping[st
         if not changed:
             break
     return [perms[g] for g in group_of]
+
+
+def reparametrise(net: nn.Module, seed: int, sigma: float = 1.0) -> nn.Module:
+    """A copy of `net` computing the same function in other parameters: transformer norms folded
+    into the next weights, every layout's units permuted at random (the residual stream once),
+    then every rescalable layout's units rescaled by s_j ~ lognormal(0, sigma). What a statistic
+    that claims these invariances must give the same answer on."""
+    out = copy.deepcopy(net)
+    if family(out) is not None:
+        fold_norms(out)
+    rng = np.random.default_rng(seed)
+    state = {k: v.clone() for k, v in out.state_dict().items()}
+    done: set[tuple[Slot, ...]] = set()
+    for layout in unit_layouts(out):
+        if layout.slots in done:
+            continue
+        done.add(layout.slots)
+        state = permute_units(state, layout, rng.permutation(layout.n_units))
+        if layout.rescalable:
+            state = rescale_units(state, layout, np.exp(rng.normal(0.0, sigma, layout.n_units)))
+    out.load_state_dict(state)
+    return out

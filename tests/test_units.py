@@ -32,6 +32,7 @@ from channels.units import (
     layout_for,
     mlp_unit_layout,
     permute_units,
+    reparametrise,
     rescale_units,
     unit_keep_fraction,
     unit_layouts,
@@ -271,3 +272,12 @@ def test_an_unknown_model_gets_one_line_naming_it_and_the_tests_that_cannot_run(
         assert unit_layouts(net) == [] and "\n" not in line
         assert line.startswith(name) and "T3" in line and "T4" in line and "T5" in line
     assert unknown_units(MLP(3, [4], 2)) is None
+
+
+@pytest.mark.parametrize("name,net,inputs", CASES, ids=[c[0] for c in CASES])
+def test_reparametrise_keeps_the_function_and_moves_every_laid_out_weight(name, net, inputs):
+    other = reparametrise(net, seed=0)
+    torch.testing.assert_close(logits(other, inputs), logits(net, inputs), atol=TOLERANCE.get(name, 1e-9), rtol=0)
+    before, after = net.state_dict(), other.state_dict()
+    for lay in unit_layouts(net):
+        assert any(not torch.allclose(before[n], after[n]) for n in lay.tensors), lay.site
