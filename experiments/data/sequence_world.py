@@ -1,9 +1,11 @@
-"""A planted sequence world of known truth for transformers: previous-token copying through a
+"""A planted sequence world of known truth for transformers: a previous-token lookup through a
 residual route that is either coordinate-aligned or dense.
 
 Tokens are uniform over a vocabulary of `vocab` symbols, sequences `length` long; at position t
-the model must output the token at t - 1 (previous-token copying: an attention head moves the
-token, nothing else carries it). The token embedding, the position embedding and the unembedding
+the model must output pi(token at t - 1), pi a fixed random permutation of the symbols (`lookup`;
+`copy`: pi = identity): an attention head moves the token and maps it, nothing else carries it.
+The permutation matters: the identity map is the same matrix in every basis, a permutation is
+sparse in the planted coordinates and dense in a rotated basis. The token embedding, the position embedding and the unembedding
 are planted and frozen (`experiments.models.gpt.planted_gpt2`):
 
 - route `subcircuit`: token v writes residual coordinate v, position t coordinate vocab + t, and
@@ -35,6 +37,7 @@ from lth.errors import LTCError
 from lth.orthogonal import random_rotation_fixing_ones
 
 ROUTES = ("subcircuit", "channel")
+TASKS = ("lookup", "copy")
 IGNORE = -100
 
 
@@ -65,16 +68,27 @@ def planted_route(route: str, vocab: int, length: int, width: int, world_seed: i
     return Route(rows[:vocab].float(), rows[vocab:].float(), rows[:vocab].float(), rows.T.contiguous().float())
 
 
-def previous_token_labels(tokens: torch.Tensor) -> torch.Tensor:
-    """HF-aligned labels (the task shifts them by one): position t is scored on token t - 1, so
-    labels[:, s] = tokens[:, s - 2] for s >= 2; the rest is not scored."""
+def lookup_table(task: str, vocab: int, world_seed: int) -> torch.Tensor:
+    """The map applied to the previous token: the identity (`copy`) or a random permutation of the
+    symbols drawn from `world_seed` (`lookup`)."""
+    if task not in TASKS:
+        raise LTCError(f"unknown sequence task {task!r}: use one of {TASKS}")
+    if task == "copy":
+        return torch.arange(vocab)
+    return torch.randperm(vocab, generator=torch.Generator().manual_seed(world_seed + 1))
+
+
+def previous_token_labels(tokens: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    """HF-aligned labels (the task shifts them by one): position t is scored on table[token t - 1]
+    (the token itself without a table), so labels[:, s] = table[tokens[:, s - 2]] for s >= 2; the
+    rest is not scored."""
     labels = torch.full_like(tokens, IGNORE)
-    labels[:, 2:] = tokens[:, :-2]
+    labels[:, 2:] = tokens[:, :-2] if table is None else table[tokens[:, :-2]]
     return labels
 
 
 class SequenceWorldDataModule(TensorSplits):
-    """Random token sequences labelled for previous-token copying (see the module docstring).
+    """Random token sequences labelled for the previous-token lookup (see the module docstring).
 
     Args:
         route: `subcircuit` or `channel`: which planted world (its model: `planted_gpt2` with the
@@ -82,7 +96,8 @@ class SequenceWorldDataModule(TensorSplits):
         vocab: number of symbols (chance accuracy about 1 / vocab).
         length: sequence length.
         width: the model's residual width (the route needs vocab + length of it).
-        world_seed: seed of the planted rotation (the `channel` route).
+        world_seed: seed of the planted rotation (the `channel` route) and of the lookup table.
+        task: `lookup` (a random permutation of the previous token) or `copy` (the token itself).
         num_train, num_val, num_test: sequences per split.
         batch_size: training batch size.
         probe_size: validation sequences of the fixed probe batch (spectra).
@@ -90,10 +105,12 @@ class SequenceWorldDataModule(TensorSplits):
     """
 
     def __init__(self, route: str = "subcircuit", vocab: int = 16, length: int = 8, width: int = 48,
-                 world_seed: int = 0, num_train: int = 4000, num_val: int = 500, num_test: int = 500,
-                 batch_size: int = 64, probe_size: int = 64, seed: int = 0, num_workers: int = 0) -> None:
+                 world_seed: int = 0, task: str = "lookup", num_train: int = 4000, num_val: int = 500,
+                 num_test: int = 500, batch_size: int = 64, probe_size: int = 64, seed: int = 0,
+                 num_workers: int = 0) -> None:
         super().__init__(batch_size, probe_size, num_workers, seed)
         self.route = planted_route(route, vocab, length, width, world_seed)
+        self.table = lookup_table(task, vocab, world_seed)
         self.route_name, self.vocab_size, self.length, self.seed = route, vocab, length, seed
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         if min(self.sizes.values()) < 1:
@@ -104,19 +121,19 @@ class SequenceWorldDataModule(TensorSplits):
         splits = {}
         for split, n in self.sizes.items():
             tokens = torch.randint(0, self.vocab_size, (n, self.length), generator=gen)
-            splits[split] = TensorDataset(tokens, previous_token_labels(tokens))
+            splits[split] = TensorDataset(tokens, previous_token_labels(tokens, self.table))
         return splits
 
 
-def copy_scores(net: nn.Module, tokens: torch.Tensor, site: str | None = None,
-                basis: torch.Tensor | None = None) -> tuple[float, float]:
-    """(accuracy, cross-entropy in nats) of previous-token copying over the scored positions, with
-    the residual at `site` projected onto span(basis) when given."""
+def lookup_scores(net: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, site: str | None = None,
+                  basis: torch.Tensor | None = None) -> tuple[float, float]:
+    """(accuracy, cross-entropy in nats) over the scored positions of HF-aligned `labels`, with the
+    residual at `site` projected onto span(basis) when given."""
     import torch.nn.functional as F
 
     from channels.sites import replace
 
-    labels = previous_token_labels(tokens)[:, 1:]
+    labels = labels[:, 1:]
     with torch.no_grad():
         if site is None:
             logits = net(tokens).logits[:, :-1]
@@ -138,15 +155,15 @@ def route_check(net: nn.Module, datamodule: SequenceWorldDataModule, sites: list
     `off_route` falls to chance; the route is coordinate-aligned when `coordinates` keeps the loss
     too (a dense route keeps only about s / width of its signal there)."""
     datamodule.setup()
-    tokens = datamodule._splits["test"].tensors[0]
+    tokens, labels = datamodule._splits["test"].tensors
     basis = datamodule.route.basis.double()
     width, s = basis.shape
     complement = torch.linalg.svd(torch.eye(width, dtype=torch.float64) - basis @ basis.T).U[:, : width - s]
     frames = {"route": basis, "off_route": complement, "coordinates": torch.eye(width, dtype=torch.float64)[:, :s]}
-    acc, loss = copy_scores(net, tokens)
+    acc, loss = lookup_scores(net, tokens, labels)
     rows = [{"site": "-", "projection": "none", "accuracy": acc, "loss": loss}]
     for site in sites:
         for name, frame in frames.items():
-            acc, loss = copy_scores(net, tokens, site, frame)
+            acc, loss = lookup_scores(net, tokens, labels, site, frame)
             rows.append({"site": site, "projection": name, "accuracy": acc, "loss": loss})
     return rows
