@@ -4,9 +4,10 @@ At level L the trained dense network (level 0) is written in a new basis (`lth.b
 rotation, or the identity for the control arm, which goes through the same change with Q = I: a
 transformer's norms are folded in both arms), pruned there by magnitude in one shot to the
 level-L ticket's per-tensor counts (`prune_to_counts`), rewound to theta_k written in the same
-basis, and retrained: with the recipe's optimiser, or with SGD (momentum 0.9, `imp.basis_sgd_lr`,
-decoupled weight decay `imp.basis_sgd_weight_decay`, none by default: the recipe's weight decay,
-tuned for Adam, would be coupled L2 under SGD).
+basis, and retrained: with the recipe's optimiser, or with SGD (momentum 0.9, a constant rate
+`imp.basis_sgd_lr` after the recipe's warm-up, decoupled weight decay `imp.basis_sgd_weight_decay`,
+none by default: the recipe's weight decay and schedule, tuned for Adam, would be a coupled L2
+under SGD and a decay that stops SGD before it has learned).
 Both arms start from the same dense weights and go through the same one-shot procedure (the
 ticket's own iterative masks, already sparse in the original basis, would favour that basis), so
 their accuracy gap is the cost of the basis alone; under SGD, training the dense network in the
@@ -30,7 +31,7 @@ def basis_plan(rotate: bool, sgd: bool) -> Callable[[BranchContext], JobPlan]:
         mask = prune_to_counts(change.weights(ctx.dense_weights()), ctx.ticket)
         start = apply_mask(change.weights(ctx.theta_k()), mask)
         overrides = {"optimizer": "sgdw", "lr": ctx.sgd_lr, "momentum": SGD_MOMENTUM,
-                     "weight_decay": ctx.sgd_weight_decay} if sgd else None
+                     "weight_decay": ctx.sgd_weight_decay, "scheduler": "constant"} if sgd else None
         return JobPlan(mask, start, task_overrides=overrides, prepare=change.attach)
 
     return plan
