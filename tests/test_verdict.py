@@ -29,7 +29,7 @@ from channels.verdict.learned import LEARNED, NOTHING_LEARNED
 from channels.verdict.localisation import localisation
 from channels.verdict.stats import hypergeometric_overlap, t_interval, tost_equivalent
 from channels.verdict.unit_sites import ticket_paths, unit_sites
-from channels.verdict.units import mlp_unit_layout, permute_units, weight_matching
+from channels.units import mlp_unit_layout, permute_units, weight_matching
 from experiments.models.mlp import MLP
 
 
