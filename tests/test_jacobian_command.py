@@ -20,9 +20,9 @@ from experiments.cli import main as ltc
 from experiments.data.corpus import token_blocks
 from experiments.models.hf import load_model
 from channels.metrics import METRIC_NAMES as METRICS
-from channels.sweep import Sweep
-from channels.sweep_plan import Pair, is_causal, source_positions, target_order
-from channels.sweep_results import distance_bin
+from channels.sweep.run import Sweep
+from channels.sweep.plan import Pair, is_causal, source_positions, target_order
+from channels.sweep.results import distance_bin
 from channels.jacobian import iter_sequence_jacobian
 from wandb_offline import read_runs
 

@@ -12,8 +12,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from channels import sketch
 from channels.sites import run_sites, site_function
-from channels.sweep import Sweep
-from channels.sweep_plan import Pair, SweepSettings
+from channels.sweep.run import Sweep
+from channels.sweep.plan import Pair, SweepSettings
 from lth.layout import SweepLayout
 
 

@@ -1,7 +1,7 @@
 """Benchmark case `jacobian_sketch`: the sketched sweep against the exact one, side by side in one process.
 
 GPT-2-small shape (12 x 768, random weights), J(t, s) = d resid_post.11[t] / d resid_pre.0[s].
-For the same targets t (all sources s <= t each), both item methods of `channels.sweep_items` run
+For the same targets t (all sources s <= t each), both item methods of `channels.sweep.items` run
 in turn: exact (768 VJPs, full SVD of every block), sketch (`sketch_size` random VJPs, moments
 of every block, block Krylov top-k at offsets 0 and 2) and the sketch's moments alone (no top-k).
 Reported: time per summarised block and the ratios, the sketch's relative error on the participation ratio (every block) and on the
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from channels.metrics import METRIC_NAMES
-from channels.sweep_items import ItemInput, exact_item, sketch_item
-from channels.sweep_plan import Pair, SweepSettings, target_order
+from channels.sweep.items import ItemInput, exact_item, sketch_item
+from channels.sweep.plan import Pair, SweepSettings, target_order
 from experiments.bench import jacobian as shape
 from experiments.bench.jacobian import SITE_B, gpt2_small, random_ids
 from experiments.bench.suite import BenchSettings, CaseResult, PeakMemory, row

@@ -33,9 +33,9 @@ from jsonargparse import ArgumentParser, Namespace
 
 from channels.coupling import measure_coupling
 from channels.metrics import METRIC_NAMES
-from channels.sweep import Sweep
-from channels.sweep_plan import Pair, SweepSettings, parse_pair, target_order
-from channels.sweep_results import collect
+from channels.sweep.run import Sweep
+from channels.sweep.plan import Pair, SweepSettings, parse_pair, target_order
+from channels.sweep.results import collect
 from experiments.config import base_parser, parse
 from experiments.data.corpus import read_documents, token_blocks
 from experiments.models.hf import load_model, model_slug, normalise_site

@@ -25,9 +25,9 @@ import torch
 from channels.agreement import jacobian_vs_covariance, matrix_agreement
 from channels.metrics import METRIC_NAMES, eigh_desc, spectrum_metrics
 from channels.spectra import load_npz
-from channels.sweep import Sweep
-from channels.sweep_items import FOUNDING
-from channels.sweep_state import PARTS, SIDES, ShardState
+from channels.sweep.run import Sweep
+from channels.sweep.items import FOUNDING
+from channels.sweep.state import PARTS, SIDES, ShardState
 from lth.errors import LTCError
 
 QUANTILES = {"q25": 25, "median": 50, "q75": 75}

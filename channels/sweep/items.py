@@ -7,7 +7,7 @@ pair is causal (b[t] cannot see later positions), and return
   (the registry's `METRIC_NAMES` per block; the sketch fills what it estimates, NaN elsewhere),
   `metric_se` (sketch: standard errors where it has them), `seconds` (Jacobian or sketch,
   spectra, sums), and for the exact method the full spectra of J(t, t) and J(t, t - 2);
-- the item's contribution to every sum of `channels.sweep_state` (name -> (total, count)).
+- the item's contribution to every sum of `channels.sweep.state` (name -> (total, count)).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from channels import sketch
 from channels.jacobian import iter_sequence_jacobian
 from channels.metrics import METRIC_NAMES, metric_table, stable_rank_of
-from channels.sweep_plan import Pair, SweepSettings
+from channels.sweep.plan import Pair, SweepSettings
 from lth.seeds import derive_seed
 
 SOURCE_CHUNK = 64  # blocks per SVD / Gram update call: bounds the working memory
