@@ -21,8 +21,7 @@ from experiments.data.corpus import token_blocks
 from experiments.models.hf import load_model
 from channels.metrics import METRIC_NAMES as METRICS
 from channels.sweep.run import Sweep
-from channels.sweep.plan import Pair, is_causal, source_positions, target_order
-from channels.sweep.results import distance_bin
+from channels.sweep.plan import Pair, distance_bin, is_causal, source_positions, target_order
 from channels.jacobian import iter_sequence_jacobian
 from wandb_offline import read_runs
 

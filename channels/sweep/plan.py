@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -164,3 +165,16 @@ def is_causal(model: nn.Module, ids: torch.Tensor, pair: Pair) -> bool:
         with replace(model, pair.a, nudge):
             after = run_sites(model, ids, [pair.b])[pair.b]
     return bool(torch.equal(before[:, :-1], after[:, :-1]))
+
+
+def distance_bin(distance: np.ndarray) -> np.ndarray:
+    """Bin of |t - s|: 0 -> 0, 1 -> 1, 2 -> 2, 3-4 -> 3, 5-8 -> 4, ... (1 + ceil(log2 |d|))."""
+    size = np.abs(distance)
+    out = np.zeros(size.shape, dtype=np.int64)
+    out[size > 0] = 1 + np.ceil(np.log2(size[size > 0])).astype(np.int64)
+    return out
+
+
+def bin_range(index: int) -> tuple[int, int]:
+    """The distances [lo, hi] of a bin."""
+    return (index, index) if index <= 2 else (2 ** (index - 2) + 1, 2 ** (index - 1))
