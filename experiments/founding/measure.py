@@ -15,7 +15,7 @@ from jsonargparse import Namespace
 
 from channels.coupling import measure_coupling
 from channels.metrics import METRIC_NAMES
-from channels.sweep.plan import Pair, SweepSettings, parse_pair, target_order
+from channels.sweep.plan import Pair, SweepSettings, is_causal, parse_pair, target_order
 from channels.sweep.results import collect
 from channels.sweep.run import Sweep
 from experiments.data.corpus import read_documents, token_blocks
@@ -28,7 +28,8 @@ from lth.errors import LTCError
 from lth.layout import SweepLayout
 from lth.rundir import config_hash
 
-SKETCH_IDENTITY = ("sketch_size", "sketch_topk", "sketch_topk_offsets", "krylov_block", "krylov_iters")
+SKETCH_IDENTITY = ("sketch_size", "sketch_pr_rel_se", "sketch_max_size", "sketch_topk", "sketch_topk_offsets",
+                   "krylov_block", "krylov_iters", "krylov_tol")
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ def coupling_of(sweep: Sweep, n_layers: int, args: Namespace) -> dict | None:
     skip = min(sweep.settings.lens_skip_first, length - 1)
     targets = sorted(t for t in target_order(length, length) if t >= skip)[-args.coupling_targets :]
     ids = sweep.blocks[0, :length].to(sweep.device)[None]
-    return measure_coupling(sweep.model, ids, n_layers, targets, min(args.top_k, 8), sweep.chunk_size)
+    causal = is_causal(sweep.model, ids, Pair("resid_pre.0", "resid_post.0"))
+    return measure_coupling(sweep.model, ids, n_layers, targets, min(args.top_k, 8), sweep.chunk_size, causal)
 
 
 def measure_model(args: Namespace, model: str, text: str | None, out: Path | None, config_text: str,
