@@ -481,7 +481,7 @@ def topk_singular_blocks(
             values = torch.linalg.svdvals(torch.cat(images[i], dim=1))[:k]
             before, ritz[i] = ritz[i], values
             found = torch.cat(basis[i], dim=1)
-            settled = tol is not None and before is not None and \
+            settled = tol is not None and before is not None and len(before) == len(values) == k and \
                 float(((values - before).abs() / values.clamp_min(1e-300)).max()) <= tol
             if settled or len(basis[i]) > n_iter or found.shape[1] >= ops.dim_in:
                 continue

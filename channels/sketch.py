@@ -8,11 +8,15 @@ M_ij = y_i . y_j = u_i^T A u_j (independent u_i):
     ||J J^T||_F^2 = tr A^2  ~ (1/(m(m-1))) sum_{i != j} M_ij^2     (independent pairs; unbiased)
     participation ratio     = (tr A)^2 / tr A^2                  (`participation_ratio_of`,
                               with (tr A)^2 estimated without bias as f_1^2 - se_1^2; the
-                              ratio keeps a bias of about +(se_2 / tr A^2)^2, a few % at m = 64)
+                              ratio's own bias is O(1/m), under 1% at m = 64 on the spectra tried)
 
 Standard errors: sd(M_ii) / sqrt(m) for the trace; for the pair statistic the Hoeffding
 variance 4 var(h_i) / m + 2 var(M_ij^2) / (m (m - 1)), h_i the mean of M_ij^2 over j != i; the
-ratio's by the delta method, (se/PR)^2 = (2 se_1 / tr A)^2 + (se_2 / tr A^2)^2 (covariance term left out).
+ratio's by the delete-one-cotangent jackknife, se^2 = (m - 1)/m sum_i (PR_(-i) - mean PR_(-i))^2
+with PR_(-i) = f_1(-i)^2 / f_2(-i) from the other m - 1 cotangents (O(m) per source from the row
+sums of M_ij^2). The jackknife keeps the positive correlation of numerator and denominator; the
+delta method without it overstated the error about twice on high-rank spectra (measured on
+synthetic spectra of participation ratio 350-700 in d = 768: jackknife 1.35x the true spread).
 The same VJPs give unbiased matrices: E[J^T J] ~ (1/m) sum_i y_i y_i^T; J ~ (1/m) U^T Y (the
 token-averaged J of the lens); and with the cotangents split into independent halves, J_1 and
 J_2, E[J_1 X J_2^T] = J X J^T (the output-side Gram, X = I, and the propagated covariance,
@@ -130,9 +134,12 @@ def moments(sketch: Tensor) -> SketchMoments:
     schatten, schatten_se = schatten.cpu().numpy(), schatten_se.cpu().numpy()
     squared = np.sqrt(np.clip(trace**2 - trace_se**2, 0.0, None))  # (tr A)^2 unbiased
     ratio = np.array([participation_ratio_of(f, s) for f, s in zip(squared, schatten)])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.sqrt((2 * trace_se / trace) ** 2 + (schatten_se / schatten) ** 2)
-    return SketchMoments(trace, trace_se, schatten, schatten_se, ratio, np.nan_to_num(ratio * rel))
+    rows = squares.sum(2)  # sum_{j != i} M_ij^2
+    leave_trace = (diag.sum(1, keepdim=True) - diag) / (m - 1)
+    leave_pairs = (rows.sum(1, keepdim=True) - 2 * rows) / ((m - 1) * (m - 2))
+    leave = leave_trace**2 / leave_pairs.clamp_min(torch.finfo(leave_pairs.dtype).tiny)
+    ratio_se = ((m - 1) / m * ((leave - leave.mean(1, keepdim=True)) ** 2).sum(1)).sqrt().cpu().numpy()
+    return SketchMoments(trace, trace_se, schatten, schatten_se, ratio, np.nan_to_num(ratio_se))
 
 
 def input_gram_sum(sketch: Tensor) -> Tensor:

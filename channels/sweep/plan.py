@@ -97,7 +97,7 @@ class SweepSettings:
     sketch_topk_offsets: list[int] = field(default_factory=lambda: [0, 2])
     krylov_block: int = 12
     krylov_iters: int = 6
-    krylov_tol: float | None = 0.005
+    krylov_tol: float | None = 0.01
     lens_skip_first: int = 4
 
     def validate(self) -> None:

@@ -4,6 +4,7 @@
                  [--method exact|sketch] [--sketch_size 64] [--lens_layers true]
                  [--context_length 1024] [--contexts 4] [--targets 4] [--limit 2]
                  [--device cuda] [--shard 0/2] [--out DIR] [--wandb.mode offline|disabled]
+    ltc jacobian --checkpoints runs/gpt_text [--twins '[permuted]'] [--out DIR] [...]
 
 For each pair a->b (default `resid_pre.0->resid_post.<last>`), J(t, s) = d b[t] / d a[s] for
 every source s of `targets` target positions t in each of `contexts` token contexts, exactly
@@ -16,6 +17,13 @@ lth.layout.SweepLayout): figures/, results.json, results.npz, lens.safetensors, 
 state/, and a W&B run under wandb/ (offline by default). Interrupted sweeps resume where they stopped; running again
 with more contexts or targets extends the sweep. Results cover every finished item in the
 directory.
+
+Across training: `--checkpoints DIR` (an `ltc lm` directory, or any folder of `step-NNNNNN`
+save_pretrained models) measures every checkpoint and the randomised twins of the last one
+(`--twins`; the step-0 checkpoint is the init) the same way, each in `<out>/<label>/`, on DIR's
+held-out text unless --text is given, then draws every quantity against the training step and
+writes the answer with intervals (training.json, answer.md; see experiments.founding.training).
+W&B: one run per checkpoint in one group, logged against `training_step`.
 
 Sharding: `--shard I/N` (or torch.distributed's RANK / WORLD_SIZE, and LOCAL_RANK picks the
 GPU) runs one of N processes; each computes its share and the last one to finish writes the
