@@ -63,7 +63,8 @@ def _not_found(name: str, exc: OSError) -> LTCError:
     return LTCError(
         f"model {name!r} is {where} and {reach}: download it once with network "
         f"(`huggingface-cli download {name}`, or run this command online), point HF_HOME "
-        f"at a cache that has it, or pass --model a local directory ({cause})"
+        f"at a cache that has it, or pass --model a local directory, e.g. the GPT trained here "
+        f"(`ltc lm --config configs/gpt_text_train.yaml`, then --model runs/gpt_text/step-002000) ({cause})"
     )
 
 
