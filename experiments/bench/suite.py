@@ -94,9 +94,9 @@ class Sizes:
     sketch_context: int = 32  # jacobian_sketch: context, targets, random VJPs per target
     sketch_targets: int = 2
     sketch_size: int = 64
-    peer_context: int = 64  # jacobian_peers: context, prompts, tokens of the block coupling
-    peer_prompts: int = 2
-    peer_tokens: int = 8
+    peer_context: int = 32  # jacobian_peers: context, prompts, tokens of the block coupling
+    peer_prompts: int = 1
+    peer_tokens: int = 4
 
 
 ALL_SHAPES = ("mnist1d-mlp", "lenet-300-100", "wide-mlp")
@@ -109,7 +109,7 @@ SIZES = {
     "quick": replace(FULL, masking_steps=20, masking_rounds=3, masking_shapes=ALL_SHAPES[:2], cov_rows=32_768,
                      cov_dim=128, cov_repeats=2, jac_context=32, jac_rows=4, jac_pairs=1, svd_context=8,
                      chunk_context=32, chunk_rows=16, chunk_sizes=(4, 16), train_steps=300, sketch_context=16,
-                     sketch_targets=1, peer_context=32, peer_prompts=1, peer_tokens=4),
+                     sketch_targets=1, peer_context=16, peer_prompts=1, peer_tokens=2),
     "tiny": replace(FULL, masking_steps=2, masking_rounds=1, masking_shapes=ALL_SHAPES[:1], cov_rows=512,
                     cov_dim=16, cov_chunk=128, cov_repeats=1, jac_context=8, jac_rows=2, jac_pairs=1,
                     svd_context=4, top_k=8, block_size=4, n_iter=4, jac_chunk=8, chunk_context=8, chunk_rows=4,
