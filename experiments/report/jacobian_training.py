@@ -11,7 +11,7 @@ checkpoint it was made from (hollow: `permuted`):
   J(t, t - 2) at the first context's last target, one curve per model (left), their effective
   rank and participation ratio against the step (right);
 - `jacobian_vs_covariance.png`: each comparison's matrix cosine against the step beside its
-  rotation-null q95 (filled markers: `agree`);
+  rotation-null q95 (green: `agree`, red: `disagree`; filled: checkpoints, hollow: twins);
 - `lens.png`: the lens E_t[J(t, t)]'s singular values per model (left), its participation ratio
   and effective rank against the step (right).
 """
@@ -150,7 +150,9 @@ def comparisons_by_step(rows: list[dict], pair: str, path: Path) -> Path | None:
             ax.plot([r["step"]], [c], marker="o", color="C2" if agree else "C3", mfc=None if agree else "none")
         for twin in twins:
             if label in twin["comparisons"]:
-                _twin_point(ax, twin, twin["comparisons"][label]["matrix_cosine"], "k", f"{twin['kind']} twin")
+                found = twin["comparisons"][label]
+                _twin_point(ax, twin, found["matrix_cosine"], "C2" if found["agrees"] > 0 else "C3",
+                            f"{twin['kind']} twin")
         _step_axis(ax, rows)
         ax.set_ylim(0, 1.05)
         ax.set_title(label, fontsize=9)
