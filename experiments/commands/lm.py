@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 
 from jsonargparse import ArgumentParser, Namespace
 
@@ -34,6 +35,7 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(LMNet, "net")
     parser.add_class_arguments(LMData, "data")
     parser.add_class_arguments(OptimConfig, "optim")
+    parser.set_defaults({f"optim.{k}": v for k, v in asdict(LMRecipe().optim).items()})  # the recipe's, not Adam's
     parser.add_class_arguments(LMSchedule, "schedule")
     parser.add_argument("--seed", type=int, default=0, help="seed of the init, the split and the data order")
     parser.add_argument("--out", type=str, default="runs/gpt_text", help="the training directory")
