@@ -117,7 +117,8 @@ def test_checkpoint_sweep_series_twins_answer_and_wandb(trained, tmp_path, capsy
         assert all(o["lo"] <= o["median"] <= o["hi"] for o in offsets)
     assert set(data["answer"][pair]) == {"trained", "init", "permuted"}
     assert data["answer"][pair]["init"]["step"] == 0 and data["answer"][pair]["trained"]["step"] == 6
-    for name in ("participation_ratio", "by_distance", "founding_s_eq_t", "jacobian_vs_covariance", "lens"):
+    for name in ("participation_ratio", "participation_ratio_by_distance", "effective_rank_by_distance",
+                 "founding_s_eq_t", "jacobian_vs_covariance", "lens"):
         assert layout.figure(name, "resid_pre.0__resid_post.1").read_bytes()[:4] == b"\x89PNG"
     assert "| whitened Gram vs Cov(a) |" in layout.answer.read_text()
     runs = read_runs(layout.wandb)

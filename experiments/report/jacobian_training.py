@@ -5,8 +5,8 @@ stays on the axis), checkpoints joined by a line, each twin a separate marker at
 checkpoint it was made from (hollow: `permuted`):
 - `participation_ratio.png`, `effective_rank.png`: median over blocks per offset t - s (one line per
   offset bin) with its 95% bootstrap interval;
-- `by_distance.png`: participation ratio against t - s, one curve per checkpoint (colour = step)
-  and per twin (dashed), intervals as bands;
+- `participation_ratio_by_distance.png`, `effective_rank_by_distance.png`: against t - s, one curve
+  per checkpoint (colour = step) and per twin (dashed), intervals as bands;
 - `founding_s_eq_t.png`, `founding_s_eq_t_minus_2.png`: the singular values of J(t, t) and
   J(t, t - 2) at the first context's last target, one curve per model (left), their effective
   rank and participation ratio against the step (right);
@@ -78,13 +78,13 @@ def metric_by_step(rows: list[dict], metric: str, pair: str, path: Path) -> Path
     return save_figure(fig, path)
 
 
-def by_distance(rows: list[dict], pair: str, path: Path) -> Path:
-    """Participation ratio against t - s, one curve per model."""
+def by_distance(rows: list[dict], metric: str, pair: str, path: Path) -> Path:
+    """Median `metric` against t - s, one curve per model."""
     trained, twins = _split(rows)
     colour = _colours(trained)
     fig, ax = plt.subplots(figsize=(7, 4.4))
     for row in trained + twins:
-        offsets = row["intervals"]["participation_ratio"]
+        offsets = row["intervals"][metric]
         x = np.array([o["distance"][0] for o in offsets], dtype=float)
         mid, lo, hi = (np.array([o[k] for o in offsets]) for k in ("median", "lo", "hi"))
         twin = row["kind"] != "trained"
@@ -95,8 +95,8 @@ def by_distance(rows: list[dict], pair: str, path: Path) -> Path:
     ax.set_xscale("symlog", linthresh=1)
     ax.set_yscale("log")
     ax.set_xlabel("t - s (bin start)")
-    ax.set_ylabel("median participation ratio")
-    ax.set_title(f"{pair}: participation ratio of J(t, s) by distance, across training", fontsize=10)
+    ax.set_ylabel(f"median {metric.replace('_', ' ')}")
+    ax.set_title(f"{pair}: {metric.replace('_', ' ')} of J(t, s) by distance, across training", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, path)
 
@@ -170,7 +170,7 @@ def training_figures(data: dict, layout: TrainingSweepLayout) -> list[Path]:
         for metric in ("participation_ratio", "effective_rank"):
             if any(np.isfinite(o["median"]) for r in rows for o in r["intervals"][metric]):
                 paths.append(metric_by_step(rows, metric, pair, layout.figure(metric, slug)))
-        paths.append(by_distance(rows, pair, layout.figure("by_distance", slug)))
+                paths.append(by_distance(rows, metric, pair, layout.figure(f"{metric}_by_distance", slug)))
         for name, which in (("s_eq_t", "s = t"), ("s_eq_t_minus_2", "t - s = 2")):
             paths.append(spectra_and_scalars(
                 rows, lambda r, n=name: r["founding"].get(n), f"{pair}: J(t, s) at {which}, last target of context 0",
