@@ -9,7 +9,7 @@ ARGS ?=
 # torch/BLAS threads of `make run`: 1 is fastest for the default MLP on shared cores
 THREADS ?= 1
 
-.PHONY: run test test-slow bench venv clean
+.PHONY: run test test-slow bench docs venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/ltc bench --quick $(ARGS)
 
+# the documentation site into site/ (strict: a broken link or a missing page fails)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict $(ARGS)
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Lay out, write `path` (PNG at 110 dpi, folders created) and free the figure; returns path."""
+    """Lay out, write `path` (PNG at 150 dpi, folders created) and free the figure; returns path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
     return path

@@ -56,7 +56,9 @@ class StepSeed(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         seed = derive_seed(self.seed, trainer.global_step, trainer.global_rank)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # torch.manual_seed also seeds every lazy device
+        if torch.cuda.is_initialized():  # backend, recording a stack trace each: 0.5 ms a step on a CPU
+            torch.cuda.manual_seed_all(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
 

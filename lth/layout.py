@@ -310,10 +310,10 @@ class TrainingSweepLayout(_Root):
 
 
 class CalibrationLayout(_Root):
-    """`ltc calibrate`'s directory: one run directory per planted world and seed, and a report.
+    """`ltc calibrate`'s directory: one run directory per planted world instance and seed, and a report.
 
-        <out>/<world>/seed_<s>/   a run directory (RunLayout)
-        <out>/logs/               subprocess logs
+        <out>/population_<p>/<instance>/seed_<s>/   a run directory (RunLayout)
+        <out>/logs/               the runs' logs
         <out>/report/             calibration.json, report.md, index.html, figures/
     """
 

@@ -1,21 +1,27 @@
-"""Planted worlds: their truth holds by construction, tiny ones trained with real IMP move the
-basis and localisation tests the right way, and (slow) `ltc calibrate` reads every world right."""
+"""Planted worlds: their truth holds by construction, the population is drawn as stated, tiny
+worlds trained with real IMP move the tests the right way, and (slow) `ltc calibrate --quick`
+reads every family right within its time."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from channels.verdict import basis, localisation
-from channels.verdict.base import CHANNELS, SUBCIRCUITS
+from channels.verdict.base import CHANNELS, MIXED, NO_TICKET, SUBCIRCUITS
+from channels.verdict.calibration import calibration, instance_entry
+from channels.verdict.learned import NOTHING_LEARNED
+from channels.verdict.networks import reader
 from channels.verdict.rundata import load_run
 from experiments.cli import main
-from experiments.data.planted import WORLDS, PlantedDataModule
+from experiments.data.planted import INPUT, RELU_MEAN, WORLDS, PlantedDataModule
+from experiments.data.population import DEFAULT_POPULATION_SEED, RANGES, draw_population
+from experiments.report.networks import RunNetworks
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs" / "planted"
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "planted" / "population.yaml"
 
 
 def _data(world: str, **kw) -> PlantedDataModule:
@@ -24,14 +30,19 @@ def _data(world: str, **kw) -> PlantedDataModule:
     return dm
 
 
-def test_every_world_has_a_recipe_and_a_truth():
-    assert {p.stem for p in RECIPES.glob("*.yaml")} == set(WORLDS)
-    assert {w.truth for w in WORLDS.values()} == {"subcircuits", "channels", "no ticket"}
-    for name in WORLDS:
-        config = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
-        assert config["data"]["init_args"]["world"] == name
-        assert config["model"]["init_args"]["optimizer"] == "sgd"  # the basis test reads SGD only
-        assert {"random_prune", "shuffle", "basis_identity", "basis_rotated"} <= set(config["imp"]["branches"])
+def test_the_population_spans_the_families_optimisers_and_ranges():
+    population = draw_population(DEFAULT_POPULATION_SEED)
+    scored = [i for i in population if i.truths or i.verdict_truth in (NO_TICKET, NOTHING_LEARNED)]
+    assert len(scored) >= 24 and len({i.family for i in scored}) >= 7
+    assert {i.optimizer for i in population} == {"sgd", "adam"}
+    for i in population:
+        assert i.spec.d in RANGES["in_features"] and 1 <= len(i.hidden) <= 3
+        assert 0 <= i.label_noise <= 0.05 and i.spec.classes in RANGES["classes"]
+    assert any(i.knobs.get("narrow") and i.spec.width == 16 and i.spec.rank == 1 for i in population)
+    assert {i.verdict_truth for i in scored} == {SUBCIRCUITS, CHANNELS, MIXED, NO_TICKET, NOTHING_LEARNED}
+    assert [i.spec.alpha for i in population if i.family == "dial"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    fresh = {i.world_seed for i in population}
+    assert not fresh & {i.world_seed for seed in range(10) for i in draw_population(seed)}  # never seen in development
 
 
 def test_input_subcircuit_labels_read_only_their_coordinates():
@@ -58,11 +69,44 @@ def test_input_channel_labels_ignore_directions_off_the_frame():
     assert np.abs(frame).min() > 0  # dense: every coordinate carries some of it
 
 
-@pytest.mark.parametrize("world, active", [("hidden_subcircuit", 5), ("hidden_channel", 64)])
-def test_hidden_teachers_are_few_units_or_all_of_them(world, active):
-    dm = _data(world, in_features=16, width=64, rank=5 if world == "hidden_subcircuit" else 4)
+def test_a_circuit_teacher_has_few_label_units_among_busy_ones():
+    dm = _data("hidden_subcircuit", in_features=16, width=64, rank=5, busy=0.8)
+    x, y, h = (t.numpy() for t in dm._splits["train"].tensors)
+    structure = np.random.default_rng([0, 0])  # the world's structure, drawn as the world draws it
+    coords = structure.choice(16, size=5, replace=False)
+    rule = structure.standard_normal((5, 5))
+    assert np.array_equal(((np.maximum(x[:, coords], 0) - RELU_MEAN) @ rule.T).argmax(1), y)  # 5 units' worth
+    circuit = [j for j in range(64) if any(np.allclose(h[:, j], np.maximum(x[:, c], 0)) for c in coords)]
+    active = h.var(0) > 1e-6
+    assert len(circuit) == 5 and active.sum() == 5 + round(0.8 * 59)  # busy units: variance the label ignores
+    busy = [j for j in np.flatnonzero(active) if j not in circuit]
+    corr = np.corrcoef(np.c_[h[:, busy], x[:, coords]].T)[: len(busy), len(busy):]
+    assert np.abs(corr).max() < 0.15  # they read directions off the label's coordinates: nothing of the label
+
+
+def test_a_dense_teacher_uses_every_unit_at_unequal_scales():
+    dm = _data("hidden_channel", in_features=16, width=64, rank=4, unit_scale=1.0)
+    h = dm._splits["train"].tensors[2].numpy()
+    sd = h.std(0)
+    assert (sd > 1e-3).all() and sd.max() / sd.min() > 5  # every unit, unit scales spread over decades
+    assert np.linalg.matrix_rank(h - h.mean(0), tol=1e-6 * sd.max()) <= 64
+
+
+@pytest.mark.parametrize("alpha, active", [(0.0, 3), (1.0, 48)])
+def test_the_dial_moves_from_unit_aligned_to_dense(alpha, active):
+    dm = _data("dial", in_features=24, width=48, rank=3, alpha=alpha)
     h = dm._splits["train"].tensors[2].numpy()
     assert int((h.var(0) > 1e-6).sum()) == active
+    assert WORLDS["dial"].truths(dm.spec) == ({INPUT: SUBCIRCUITS, "act.0": SUBCIRCUITS} if alpha == 0
+                                               else {INPUT: CHANNELS, "act.0": CHANNELS})
+
+
+def test_nothing_to_learn_labels_are_independent_of_the_inputs():
+    dm = _data("nothing_to_learn", num_classes=4)
+    x, y = (t.numpy() for t in dm._splits["train"].tensors)
+    fitted = np.linalg.lstsq(np.c_[x, np.ones(len(x))], np.eye(4)[y], rcond=None)[0]
+    held_x, held_y = (t.numpy() for t in dm._splits["test"].tensors)
+    assert ((np.c_[held_x, np.ones(len(held_x))] @ fitted).argmax(1) == held_y).mean() < 0.4
 
 
 def test_no_ticket_world_spreads_the_label_over_every_coordinate():
@@ -78,40 +122,68 @@ def test_no_ticket_world_spreads_the_label_over_every_coordinate():
     assert nearest_mean(half) > 0.9 and nearest_mean(np.setdiff1d(np.arange(40), half)) > 0.9  # any half will do
 
 
+def test_scoring_counts_planted_sites_and_preconditions():
+    def result(verdict, sites):
+        return {"verdict": verdict, "why": "", "provisional": False, "tests": {},
+                "sites": {s: {"reading": r} for s, r in sites.items()}}
+
+    entries = [
+        instance_entry("a", {}, {INPUT: SUBCIRCUITS}, SUBCIRCUITS, result(MIXED, {INPUT: SUBCIRCUITS, "act.0": CHANNELS})),
+        instance_entry("b", {}, {INPUT: CHANNELS, "act.0": CHANNELS}, CHANNELS,
+                       result(CHANNELS, {INPUT: CHANNELS, "act.0": "inconclusive"})),
+        instance_entry("c", {}, {}, NO_TICKET, result(NO_TICKET, {})),
+        instance_entry("d", {}, {INPUT: CHANNELS}, CHANNELS, result(SUBCIRCUITS, {INPUT: SUBCIRCUITS})),
+        instance_entry("e", {}, {}, "", result(CHANNELS, {INPUT: CHANNELS})),  # the dial's middle: unscored
+    ]
+    found = calibration(entries)
+    assert [e["right"] for e in found["instances"]] == [True, False, True, False, None]
+    assert found["errors"] == ["b", "d"] and found["opposite"] == ["d (input)"]
+    assert found["verdict_errors"]["total"] == 4 and found["site_errors"] == {**found["site_errors"], "wrong": 2,
+                                                                             "total": 4}
+    lo, hi = found["error_interval"]
+    assert lo < 0.5 < hi  # 2 of 4: the exact interval is wide
+
+
 TINY = ["--trainer.max_steps", "300", "--trainer.val_check_interval", "300", "--imp.levels", "3",
-        "--imp.prune_fraction", "0.55", "--imp.branch_levels", "[3]", "--imp.rewind_step", "20",
-        "--data.init_args.num_train", "2000", "--data.init_args.num_test", "1000", "--spectra.every_n_steps", "300"]
+        "--imp.prune_fraction", "0.55", "--imp.rewind_step", "20", "--data.init_args.num_train", "2000",
+        "--data.init_args.num_test", "1000", "--spectra.every_n_steps", "300"]
 
 
 @pytest.fixture(scope="module")
 def tiny_input_worlds(tmp_path_factory):
-    """input_subcircuit and input_channel, trained for real with IMP at a tiny size (one seed each)."""
+    """input_subcircuit and input_channel (40 inputs, rank 4, SGD), trained for real with IMP at a tiny
+    size through the shared recipe (one seed each)."""
     root = tmp_path_factory.mktemp("planted")
     runs = {}
     for world in ("input_subcircuit", "input_channel"):
         runs[world] = root / world
-        assert main(["imp", "--config", str(RECIPES / f"{world}.yaml"), "--run_dir", str(runs[world]), *TINY]) == 0
+        shape = [f"--data.init_args.world={world}", "--data.init_args.in_features=40",
+                 "--model.init_args.net.init_args.in_features=40", "--model.init_args.net.init_args.hidden=[64]"]
+        assert main(["imp", "--config", str(RECIPE), "--run_dir", str(runs[world]), *shape, *TINY]) == 0
     return {w: load_run(d) for w, d in runs.items()}
 
 
 def test_basis_test_reads_a_privileged_input_basis_only_where_it_is(tiny_input_worlds):
-    gaps = {w: basis.run([run]).sites["input"] for w, run in tiny_input_worlds.items()}
+    gaps = {w: basis.run([run], reader(RunNetworks.for_runs([run]))).sites["input"] for w, run in tiny_input_worlds.items()}
     assert gaps["input_subcircuit"].effect > gaps["input_channel"].effect + 0.02, gaps
     assert gaps["input_subcircuit"].reading == SUBCIRCUITS and gaps["input_subcircuit"].provisional
 
 
-def test_localisation_of_the_input_sensitivity_moves_the_right_way(tiny_input_worlds):
-    rho = {w: localisation.run([run]).sites["input"] for w, run in tiny_input_worlds.items()}
+def test_localisation_at_the_input_moves_the_right_way(tiny_input_worlds):
+    rho = {w: localisation.run([run], reader(RunNetworks.for_runs([run]))).sites["input"]
+           for w, run in tiny_input_worlds.items()}
     assert rho["input_subcircuit"].reading == SUBCIRCUITS and rho["input_channel"].reading == CHANNELS, rho
 
 
 @pytest.mark.slow
-def test_calibrate_reads_every_planted_world_right(tmp_path):
-    """The default `ltc calibrate` (5 worlds x 5 seeds): the verdict's confusion matrix is diagonal."""
+def test_calibrate_quick_reads_every_family_right_within_twelve_minutes(tmp_path):
+    """`ltc calibrate --quick`: one instance of every family and the dial's ends, 5 seeds each."""
     out = tmp_path / "calibration"
-    assert main(["calibrate", "--out", str(out), "--wandb.mode", "offline"]) == 0
+    started = time.perf_counter()
+    assert main(["calibrate", "--quick", "true", "--out", str(out), "--wandb.mode", "offline"]) == 0
+    assert time.perf_counter() - started < 12 * 60
     result = json.loads((out / "report" / "calibration.json").read_text())
-    assert result["diagonal"], result["errors"]
-    for truth, counts in result["confusion"]["verdict"].items():
-        assert sum(v for reading, v in counts.items() if reading != truth) == 0, (truth, counts)
-    assert all(not w["provisional"] and w["seeds"] == 5 for w in result["worlds"])
+    assert len({e["family"] for e in result["instances"]}) == 8
+    assert all(not e["provisional"] and e["seeds"] == 5 for e in result["instances"])
+    assert not result["opposite"], result["opposite"]
+    assert result["verdict_errors"]["wrong"] <= 1, result["errors"]

@@ -1,8 +1,10 @@
-"""`ltc seeds` on a tiny recipe, then `ltc report`: every test in the verdict, the page, the W&B summary run."""
+"""`ltc seeds` on a tiny recipe, then `ltc report` (the `seeds_run` fixture of conftest.py): every test in the
+verdict, the page, the W&B summary run."""
 import json
 
 import pytest
 import yaml
+from wandb_offline import read_runs
 
 from channels.verdict.battery import TESTS
 from experiments.cli import main
@@ -11,22 +13,9 @@ from experiments.config import parse
 from experiments.report.build import build_report
 from lth.rundir import is_done
 from tests.helpers import write_config
-from wandb_offline import read_runs
 
 KEYS = [t.key for t in TESTS]
 VERDICTS = ("channels", "subcircuits", "inconclusive", "no ticket")
-
-
-@pytest.fixture(scope="module")
-def seeds_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("seeds")
-    cfg = write_config(tmp, imp={"branches": ["random_prune", "shuffle"], "branch_levels": [2]},
-                       spectra={"sites": ["act.0"], "jacobians": [], "every_n_steps": 10, "probe_size": 64, "top_k": 4},
-                       wandb={"mode": "offline"})
-    root = tmp / "runs"
-    assert main(["seeds", "--config", str(cfg), "--seeds", "[0, 1]", "--data_order_seeds", "[5]",
-                 "--run_dir", str(root)]) == 0
-    return cfg, root
 
 
 def test_seeds_runs_every_seed_and_data_order(seeds_run):
@@ -52,9 +41,9 @@ def test_report_holds_every_test_and_figure(seeds_run):
     assert set(ticket["units"]) == {"seed 0", "seed 1"} and ticket["ci"][0] <= ticket["effect"] <= ticket["ci"][1]
     assert verdict["tests"]["T0"]["reading"] in ("ticket", "no ticket", "inconclusive")
     assert verdict["tests"]["T1"]["reading"] == "not run"  # no basis branches in this recipe
-    assert set(verdict["tests"]["T2"]["sites"]) == {"act.0"}
-    for key in ("T3", "T4"):  # ran on the rebuilt networks
-        assert set(verdict["tests"][key]["sites"]) <= {"act.0"} and verdict["tests"][key]["details"], key
+    for key in ("T2", "T3", "T4"):  # ran on the rebuilt networks, at the input coordinates and the hidden layer
+        assert set(verdict["tests"][key]["sites"]) <= {"input", "act.0"} and verdict["tests"][key]["details"], key
+    assert set(verdict["tests"]["T2"]["sites"]) == {"input", "act.0"}
     assert len(verdict["tests"]["T5"]["details"]) == 4  # the 2 x 2 pairs of runs with different init seeds
     figures = {p.name for p in (report / "figures").glob("*.png")}
     assert {"accuracy.png", "spectra.png", "level_overlap.png", "T0.png", "T2.png"} <= figures
@@ -80,12 +69,15 @@ def test_wandb_summary_run(seeds_run):
 def test_report_shows_the_calibration_beside_the_verdict(seeds_run, tmp_path):
     _, root = seeds_run
     calibration = tmp_path / "calibration.json"
-    calibration.write_text(json.dumps({"worlds": [{"world": "a"}, {"world": "b"}], "errors": ["b"],
-                                       "error_rate": 0.5, "date": "2026-12-01", "seeds": 5,
+    found = {"wrong": 1, "total": 24, "rate": 1 / 24, "interval": [0.001, 0.211]}
+    calibration.write_text(json.dumps({"instances": [], "errors": ["b"], "error_rate": found["rate"],
+                                       "error_interval": found["interval"], "verdict_errors": found,
+                                       "date": "2026-12-01", "seeds": 5, "population_seed": 7,
                                        "confusion": {"verdict": {"channels": {"channels": 1, "subcircuits": 1}}}}))
     result = build_report([root / "seed_0"], tmp_path / "out", wandb_mode="disabled", calibration=calibration)
-    assert result["calibration"]["error_rate"] == 0.5
-    assert "read 1 of 2 right: verdict error rate 50% (wrong: b)" in (tmp_path / "out" / "report.md").read_text()
+    assert result["calibration"]["error_rate"] == found["rate"]
+    assert "read 23 of 24 right: verdict error rate 4% [95% 0%, 21%] (wrong: b)" in \
+        (tmp_path / "out" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("make, message", [

@@ -61,10 +61,10 @@ def test_each_job_has_flat_config_final_summary_and_artifacts(default_run):
         if job == "level_00":
             expected.update(theta_0=run_dir / "init.safetensors", theta_k=run_dir / "rewind.safetensors")
         prefix = wb.group + ("" if branch == "ticket" else f"-{branch}")
-        assert {a["name"]: a["type"] for a in wb.artifacts if a["type"] in ("mask", "weights")} == \
+        assert {a["name"]: a["type"] for a in wb.artifacts if a["type"] in ("mask", "weights") and not a["used"]} == \
                {f"{prefix}-{what}": "mask" if what == "mask" else "weights" for what in expected}
         for artifact in wb.artifacts:
-            if artifact["type"] not in ("mask", "weights"):
+            if artifact["type"] not in ("mask", "weights") or artifact["used"]:  # inputs: the lineage test
                 continue
             what = artifact["name"][len(prefix) + 1:]
             assert artifact["refs"] == {expected[what].name: expected[what].resolve().as_uri()}
@@ -139,3 +139,36 @@ def test_workspace_is_refused_offline_in_one_line(default_run, capsys):
     assert main(["workspace", "--run_dir", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "W&B is offline here" in err, err
+
+
+def _artifacts(run, used: bool) -> dict[tuple[str, str], str]:
+    """(artifact name, referenced file) -> content digest, of the artifacts a run logged or used."""
+    return {(a["name"], ref): a["digest"] for a in run.artifacts if a["used"] == used
+            and a["type"] in ("mask", "weights") for ref in a["refs"].values()}
+
+
+def test_lineage_report_uses_what_the_jobs_logged_and_jobs_use_what_they_started_from(default_run):
+    run_dir, runs = default_run
+    logged = {}
+    for job in JOBS:
+        logged.update(_artifacts(runs[job], used=False))
+    summary = runs["summary"]
+    assert not _artifacts(summary, used=False)  # the report produces no masks or weights
+    used = _artifacts(summary, used=True)
+    # every mask and weights file of every job, and theta_0 / theta_k: the same names, files and
+    # content digests as the jobs logged, so W&B joins each use to the version a job produced
+    assert used == logged and summary.summary["artifacts/used"] == len(logged) == 3 * 2 + 2
+    group = runs["level_00"].group
+
+    def uri(*parts: str) -> str:
+        return run_dir.joinpath(*parts).resolve().as_uri()
+
+    assert set(_artifacts(runs["level_00"], used=True)) == set()  # dense: starts from theta_0 it logs itself
+    assert set(_artifacts(runs["level_01"], used=True)) == {
+        (f"{group}-weights", uri("level_00", "weights.safetensors")),  # pruned by level 0's magnitudes
+        (f"{group}-theta_k", uri("rewind.safetensors"))}               # rewound to theta_k
+    assert set(_artifacts(runs["random_prune/level_01"], used=True)) == {
+        (f"{group}-mask", uri("level_01", "mask.safetensors"))}        # a control of the level's ticket
+    for run in runs.values():
+        for (name, ref), digest in _artifacts(run, used=True).items():
+            assert logged[(name, ref)] == digest, (name, ref)

@@ -111,8 +111,10 @@ class OfflineRun:
 
 
 def _artifact(record) -> dict:
+    """A logged artifact; `used`: declared an input of the run (`use_after_commit`), not an output."""
     return {"name": record.name, "type": record.type, "aliases": sorted(record.aliases),
-            "metadata": json.loads(record.metadata or "{}"),
+            "metadata": json.loads(record.metadata or "{}"), "digest": record.digest,
+            "used": record.use_after_commit,
             "refs": {entry.path: entry.ref for entry in record.manifest.contents}}
 
 

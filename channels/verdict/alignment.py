@@ -2,19 +2,27 @@
 
 A distributed-alignment-search style test (Geiger et al. 2023) with the network's own decision as
 the high-level variable. For pairs (base, source) of held-out inputs whose predictions differ, an
-interchange intervention at a site writes the source's activation into the base's along a
-subspace P, a_base <- a_base + P (a_source - a_base); it succeeds when the network then predicts
-what it predicts for the source. The interchange accuracy (IIA) of
+interchange at a site writes the source's canonical coordinates into the base's along a subspace P,
+u_base <- u_base + P (u_source - u_base); it succeeds when the network then predicts what it
+predicts for the source. The interchange accuracies (IIA, on held-out pairs: half fit, half score)
+of the best k units (greedy forward selection among the `POOL` units of largest canonical
+variance) and of a learned subspace of the same dimension (P = V V^T, V orthonormal, trained on the
+intervened cross-entropy) give ratio = IIA(units) / IIA(subspace); k as in T3.
 
-- the best k-unit subset (greedy: add the unit that raises IIA most, k times), and
-- the best learned k-dimensional rotated subspace (P = V V^T, V orthonormal, trained by gradient
-  on the intervened cross-entropy),
+The ratio's chance level depends on width, k, classes and rank (a dense rank-1 channel in 16 units
+has 4 units carrying most of it), so it is read against the same search on rotated copies of the
+site (`Frame.rotated`: no unit special by construction), ratio_null, with the learned subspace
+shared (the function is the same):
 
-are measured on held-out pairs (half the pairs fit, half score); k as in T3. Statistic per seed:
-ratio = IIA(units) / IIA(subspace). Null: a channel spread over all units is not carried by any k
-of them (each holds about k/d of it), ratio near 0; a subcircuit is, ratio near 1. Rule
-(`midpoint`): subcircuits above 1/2, channels below. Sites where the subspace itself carries less
-than half the decisions (IIA < 1/2) have no power and are left out.
+    score = (ratio - ratio_null) / (1 - ratio_null).
+
+0 when the best units do no better than the best rotated units, 1 when k units do what the best
+subspace does. Rule (`midpoint`): subcircuits above 1/2, channels below. Sites where the subspace
+carries less than half the decisions, or the rotated units already nearly all, have no power.
+
+Invariances: the search runs in canonical coordinates, unchanged by positive per-unit rescaling
+and LayerNorm-gain folding; greedy ties, the subspace's initial draw and the null's rotations
+follow the canonical unit order, so a permutation of units leaves the score unchanged.
 """
 from __future__ import annotations
 
@@ -25,101 +33,137 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from channels.sites import replace, run_sites
 from channels.verdict import figures
-from channels.verdict.base import MIDPOINT, MIDPOINT_RULE, TestResult, TicketTest
-from channels.verdict.causal import on_dense_sites, site_channels
+from channels.verdict.base import (
+    MIDPOINT,
+    MIDPOINT_RULE,
+    TestResult,
+    TicketTest,
+    midpoint,
+    read_sites,
+)
+from channels.verdict.causal import channel_count
+from channels.verdict.coordinates import Frame, intervene
+from channels.verdict.networks import reader
 from channels.verdict.rundata import RunData
 
-PAIRS = 1000
-STEPS = 150
-LEARNING_RATE = 0.05
+PAIRS = 800
+STEPS = 100
+LEARNING_RATE = 0.1
+POOL = 32
+NULL_DRAWS = 2
+MIN_ROOM = 0.1
 
 
-def _logits(net, x: torch.Tensor, site: str, acts: torch.Tensor) -> torch.Tensor:
-    with replace(net, site, lambda a: acts.to(a.dtype).reshape(a.shape)):
-        return net(x)
+def _rows_of(frame: Frame, index: np.ndarray, rows_per_input: int) -> torch.Tensor:
+    """The frame's coordinate rows of inputs `index` (each input owns `rows_per_input` rows)."""
+    rows = torch.as_tensor(index)[:, None] * rows_per_input + torch.arange(rows_per_input)
+    return frame.coords[rows.reshape(-1)]
 
 
-def interchange_accuracy(net, x_base, site: str, a_base, a_source, target, project) -> float:
-    """Fraction of pairs predicting `target` (the source's prediction) after the interchange."""
+def interchange_accuracy(net, x_base, frame: Frame, u_source, target, project) -> float:
+    """Fraction of pairs predicting `target` after u <- u + project(u_source - u)."""
     with torch.no_grad():
-        logits = _logits(net, x_base, site, a_base + project(a_source - a_base))
+        logits = intervene(net, x_base, frame, lambda u: u + project(u_source - u))
     return float((logits.argmax(-1) == target).double().mean())
 
 
-def best_units(net, x, site, a_base, a_source, target, k: int) -> list[int]:
-    """Greedy forward selection of k units by interchange accuracy."""
+def best_units(net, x, frame: Frame, u_source, target, k: int) -> list[int]:
+    """Greedy forward selection of k units (ties in canonical order) among the `POOL` largest."""
+    pool = [int(j) for j in torch.argsort(-frame.unit_variance(), stable=True)[:POOL]]
     chosen: list[int] = []
-    for _ in range(k):
-        scores = {}
-        for j in range(a_base.shape[1]):
+    for _ in range(min(k, len(pool))):
+        best, best_score = None, -1.0
+        for j in pool:
             if j in chosen:
                 continue
-            index = torch.as_tensor([*chosen, j])
-            mask = torch.zeros(a_base.shape[1], dtype=a_base.dtype)
-            mask[index] = 1
-            scores[j] = interchange_accuracy(net, x, site, a_base, a_source, target, lambda diff, m=mask: diff * m)
-        chosen.append(max(scores, key=scores.get))
+            mask = torch.isin(frame.units, torch.as_tensor([*chosen, j])).to(u_source.dtype)
+            score = interchange_accuracy(net, x, frame, u_source, target, lambda diff, m=mask: diff * m)
+            if score > best_score:
+                best, best_score = j, score
+        chosen.append(best)
     return chosen
 
 
-def learned_subspace(net, x, site, a_base, a_source, target, k: int, seed: int = 0) -> torch.Tensor:
-    """V (d, k) with orthonormal columns, trained so the interchange along V V^T moves the decision."""
+def learned_subspace(net, x, frame: Frame, u_source, target, dim: int, seed: int = 0) -> torch.Tensor:
+    """V (m, dim) with orthonormal columns, trained so the interchange along V V^T moves the decision."""
     gen = torch.Generator().manual_seed(seed)
-    raw = torch.randn(a_base.shape[1], k, generator=gen, dtype=a_base.dtype).requires_grad_(True)
+    raw = torch.randn(frame.coords.shape[1], dim, generator=gen, dtype=frame.coords.dtype).requires_grad_(True)
     opt = torch.optim.Adam([raw], lr=LEARNING_RATE)
     for _ in range(STEPS):
         v = torch.linalg.qr(raw)[0]
-        logits = _logits(net, x, site, a_base + (a_source - a_base) @ v @ v.T)
-        loss = F.cross_entropy(logits, target)
-        opt.zero_grad()
-        loss.backward()
+        with torch.enable_grad():
+            logits = intervene(net, x, frame, lambda u, v=v: u + (u_source - u) @ v @ v.T)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
         opt.step()
     return torch.linalg.qr(raw.detach())[0]
 
 
-def alignment(net, x: torch.Tensor, site: str, seed: int = 0) -> dict[str, float]:
-    """IIA of the best k units and of the learned k-dim subspace at `site`, on held-out pairs."""
-    for p in net.parameters():
-        p.requires_grad_(False)
+def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None = None) -> dict[str, float]:
+    """Score, ratio and null ratio of the best k units (default: as many as the site has channels)
+    against a learned subspace of the same dimension at the frame's site."""
     with torch.no_grad():
-        acts = run_sites(net, x, [site])[site].flatten(1)
         predictions = net(x).argmax(-1)
-    _, _, k = site_channels(acts)
+    rows_per_input = len(frame.coords) // len(x)
+    k = channel_count(frame) if k is None else k
+    width = len(frame.units) // frame.unit_count
     rng = np.random.default_rng(seed)
     base, source = rng.integers(0, len(x), size=(2, PAIRS))
-    keep = (predictions[base] != predictions[source]).numpy()
+    keep = (predictions[base] != predictions[source]).reshape(len(base), -1).any(1).numpy()
     base, source = base[keep], source[keep]
+    empty = {"k": k, "pairs": len(base), "iia_units": math.nan, "iia_subspace": math.nan, "ratio": math.nan,
+             "ratio_null": math.nan, "score": math.nan}
     if len(base) < 20:
-        return {"k": k, "pairs": len(base), "iia_units": math.nan, "iia_subspace": math.nan, "ratio": math.nan}
+        return empty
     half = len(base) // 2
-    splits = {}
-    for name, part in (("fit", slice(0, half)), ("score", slice(half, None))):
-        b, s = base[part], source[part]
-        splits[name] = (x[b], acts[b], acts[s], predictions[s])
-    units = best_units(net, splits["fit"][0], site, *splits["fit"][1:], k)
-    mask = torch.zeros(acts.shape[1], dtype=acts.dtype)
-    mask[torch.as_tensor(units)] = 1
-    v = learned_subspace(net, splits["fit"][0], site, *splits["fit"][1:], k, seed)
-    iia_units = interchange_accuracy(net, splits["score"][0], site, *splits["score"][1:], lambda diff: diff * mask)
-    iia_subspace = interchange_accuracy(net, splits["score"][0], site, *splits["score"][1:],
-                                        lambda diff: diff @ v @ v.T)
-    ratio = iia_units / iia_subspace if iia_subspace >= MIDPOINT else math.nan
-    return {"k": k, "pairs": len(base), "iia_units": iia_units, "iia_subspace": iia_subspace, "ratio": ratio,
-            "units": units}
+    fit, score = (base[:half], source[:half]), (base[half:], source[half:])
+
+    def split(frame_: Frame, pair):
+        b, s = pair
+        return x[b], frame_, _rows_of(frame_, s, rows_per_input), predictions[s]
+
+    v = learned_subspace(net, *split(frame, fit), k * width, seed)
+    iia_subspace = interchange_accuracy(net, *split(frame, score), lambda diff: diff @ v @ v.T)
+
+    def iia_of_units(frame_: Frame) -> float:
+        units = best_units(net, *split(frame_, fit), k)
+        mask = torch.isin(frame_.units, torch.as_tensor(units)).to(frame_.coords.dtype)
+        return interchange_accuracy(net, *split(frame_, score), lambda diff: diff * mask)
+
+    iia_units = iia_of_units(frame)
+    iia_null = float(np.mean([iia_of_units(frame.rotated(seed * 1000 + draw)) for draw in range(NULL_DRAWS)]))
+    found = {**empty, "iia_units": iia_units, "iia_subspace": iia_subspace, "iia_null": iia_null}
+    if iia_subspace < MIDPOINT:
+        return found
+    ratio, ratio_null = iia_units / iia_subspace, min(1.0, iia_null / iia_subspace)
+    found.update(ratio=ratio, ratio_null=ratio_null)
+    if 1 - ratio_null >= MIN_ROOM:
+        found["score"] = (ratio - ratio_null) / (1 - ratio_null)
+    return found
 
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
-    def measure(net, x, y, site, run_) -> dict:
-        return {k: v for k, v in alignment(net, x, site, seed=run_.seed).items() if k != "units"}
-
-    return on_dense_sites(TEST.result(), runs, networks, measure)
+    result = TEST.result()
+    source = reader(networks)
+    if source is None:
+        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
+        return result
+    per_site: dict[str, dict[RunData, float]] = {}
+    for run_ in runs:
+        x, _ = source.data(run_)
+        for site in source.sites(run_):
+            found = alignment(source.dense(run_), x, source.frame(run_, site), seed=run_.seed)
+            result.details.append({"run": run_.name, "site": site.name, **found})
+            per_site.setdefault(site.name, {})[run_] = found["score"]
+    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or MLP hidden layers)")
 
 
 TEST = TicketTest(
     "T4", "alignment search: best units versus a learned subspace",
-    "IIA(best k units) / IIA(learned k-dim rotated subspace) of interchange interventions, dense net",
-    "a channel spread over all units is not carried by any k of them (ratio near 0)",
+    "(ratio - ratio_null) / (1 - ratio_null), ratio = IIA(best k units) / IIA(learned subspace of the same "
+    "dimension), ratio_null the same search on rotated units; dense net",
+    "the best k units of rotated copies of the site (no unit special), at the same width, k and classes",
     MIDPOINT_RULE, votes=True, run=run, figure=figures.score,
-    columns=("run", "site", "k", "pairs", "iia_units", "iia_subspace", "ratio"))
+    columns=("run", "site", "k", "pairs", "iia_units", "iia_null", "iia_subspace", "ratio", "ratio_null", "score"))

@@ -29,6 +29,8 @@ from channels.verdict.stats import t_interval, tost_equivalent
 
 CHANNELS, SUBCIRCUITS, INCONCLUSIVE, NOT_RUN = "channels", "subcircuits", "inconclusive", "not run"
 TICKET, NO_TICKET = "ticket", "no ticket"
+MIXED = "mixed"  # firm and different readings at different sites
+NO_POWER = "no power"  # the test could not have told the readings apart here
 MIN_SEEDS = 5
 ACC_MARGIN = 0.01
 EQUIVALENCE_MARGIN = 0.02
@@ -70,13 +72,17 @@ class TestResult:
 
     @property
     def reading(self) -> str:
-        """The test's reading over its sites: subcircuits if any site reads subcircuits, channels
-        if every site with a reading reads channels, else the sites' common reading."""
+        """The test's reading over its sites, for summaries: `mixed` when some sites read
+        subcircuits and others channels, else the one of the two that some site reads, else the
+        sites' common reading (the verdict reads the sites themselves, `battery.site_readings`)."""
         readings = {s.reading for s in self.sites.values()} - {NOT_RUN}
         if not readings:
             return NOT_RUN
-        if SUBCIRCUITS in readings:
-            return SUBCIRCUITS
+        if {SUBCIRCUITS, CHANNELS} <= readings:
+            return MIXED
+        for firm in (SUBCIRCUITS, CHANNELS):
+            if firm in readings:
+                return firm
         return readings.pop() if len(readings) == 1 else INCONCLUSIVE
 
     @property

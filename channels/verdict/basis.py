@@ -14,7 +14,14 @@ in what magnitude pruning sees. Adam's per-coordinate steps make a basis of thei
 is reported beside (an optimiser-made privileged basis shows there and not under SGD) and read
 only when the recipe itself trains with SGD. Rule (`claim_or_equivalence`) on the SGD gap:
 subcircuits when credibly positive and >= 1 point, channels when TOST puts it within 2 points.
+Two arms that both failed to learn are "equivalent" for no reason: when an arm of some seed is not
+at least one point above chance (`learned.chance`), the site reads `no power` and does not vote.
 The test speaks for the site the basis change acts on (`input`, or the residual stream).
+
+Invariances: T1 reads the accuracies of two retrainings, not a trained network: a permutation of
+hidden units is matched by the exchangeable initialisation; like IMP itself, its one-shot masks
+are magnitudes of the stored weights, so it asks about the training recipe and is left out of the
+reparametrisation check that the statistics of trained networks pass.
 """
 from __future__ import annotations
 
@@ -22,13 +29,16 @@ from collections.abc import Sequence
 
 from channels.verdict import figures
 from channels.verdict.base import (
+    ACC_MARGIN,
     CHANNELS,
+    NO_POWER,
     SUBCIRCUITS,
     TestResult,
     TicketTest,
     claim_or_equivalence,
     read_sites,
 )
+from channels.verdict.learned import chance
 from channels.verdict.rundata import RunData
 from channels.verdict.ticket import METRIC, sparsest_common
 
@@ -45,36 +55,47 @@ def site_of(run: RunData) -> str:
     return "residual stream" if "gpt" in net.lower() else "input"
 
 
-def _gap(run: RunData, pair: tuple[str, str]) -> tuple[int, float] | None:
+def _arms(run: RunData, pair: tuple[str, str]) -> tuple[int, float, float] | None:
+    """(level, identity accuracy, rotated accuracy) at the sparsest level both arms ran."""
     level = sparsest_common(run, pair)
     if level is None or any(level not in run.line(b) for b in pair):
         return None
     identity, rotated = (run.line(b)[level].test_metric(METRIC) for b in pair)
-    return level, identity - rotated
+    return level, identity, rotated
 
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
     result = TEST.result()
     per_site: dict[str, dict[RunData, float]] = {}
+    unpowered: dict[str, list[str]] = {}
     for run_ in runs:
-        sgd = _gap(run_, PAIRS["sgd"])
-        recipe = _gap(run_, PAIRS["recipe"])
+        sgd = _arms(run_, PAIRS["sgd"])
+        recipe = _arms(run_, PAIRS["recipe"])
         clean = sgd if sgd is not None else recipe if line_optimizer(run_) == "sgd" else None
-        row = {"run": run_.name, "optimizer": line_optimizer(run_)}
+        row = {"run": run_.name, "optimizer": line_optimizer(run_), "chance": chance(run_, networks)}
         if sgd is not None:
-            row.update(level=sgd[0], sgd_gap=sgd[1])
+            row.update(level=sgd[0], sgd_identity=sgd[1], sgd_rotated=sgd[2], sgd_gap=sgd[1] - sgd[2])
         if recipe is not None:
-            row.update(level=recipe[0], recipe_gap=recipe[1])
+            row.update(level=recipe[0], recipe_gap=recipe[1] - recipe[2])
         if sgd is not None or recipe is not None:
             result.details.append(row)
         if clean is not None:
-            per_site.setdefault(site_of(run_), {})[run_] = clean[1]
+            site = site_of(run_)
+            per_site.setdefault(site, {})[run_] = clean[1] - clean[2]
+            if not min(clean[1:]) >= row["chance"] + ACC_MARGIN:  # nan chance: power unknown, read as none
+                unpowered.setdefault(site, []).append(run_.name)
     if not result.details:
         result.note = "no basis branches: add basis_identity and basis_rotated (SGD recipes) or their _sgd pair"
         return result
-    return read_sites(result, per_site, claim_or_equivalence(SUBCIRCUITS, CHANNELS),
-                      "only the recipe's optimiser (not SGD) ran the basis branches: an optimiser-made basis "
-                      "cannot be told apart; add basis_identity_sgd and basis_rotated_sgd")
+    read_sites(result, per_site, claim_or_equivalence(SUBCIRCUITS, CHANNELS),
+               "only the recipe's optimiser (not SGD) ran the basis branches: an optimiser-made basis "
+               "cannot be told apart; add basis_identity_sgd and basis_rotated_sgd")
+    for site, names in unpowered.items():
+        found = result.sites[site]
+        found.reading = NO_POWER
+        found.note = (f"an arm is not >= {ACC_MARGIN:.0%} above chance in {', '.join(names)}: the retrained "
+                      "tickets learned too little for their gap to mean anything")
+    return result
 
 
 TEST = TicketTest(
@@ -82,5 +103,6 @@ TEST = TicketTest(
     "test acc of the one-shot ticket in the original basis - in a random rotated basis (SGD retraining)",
     "0: the basis does not matter to magnitude pruning",
     "subcircuits if the 95% interval is above 0 and the gap >= 1 point; channels if TOST puts it within "
-    "+-2 points; else inconclusive (read only under SGD)",
-    votes=True, run=run, figure=figures.accuracy_gap, columns=("run", "optimizer", "level", "sgd_gap", "recipe_gap"))
+    "+-2 points; no power when an arm is not 1 point above chance; else inconclusive (read only under SGD)",
+    votes=True, run=run, figure=figures.accuracy_gap,
+    columns=("run", "optimizer", "level", "chance", "sgd_identity", "sgd_rotated", "sgd_gap", "recipe_gap"))

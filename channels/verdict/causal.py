@@ -1,19 +1,25 @@
-"""T3, causal ablation: do the units the ticket keeps carry the dense network's channels?
+"""T3, the ticket's units: does ablating the units the IMP ticket keeps cost what ablating the
+channels costs, beyond as many random units?
 
-At each hidden site with a unit layout (MLP `act.i`), on the dense network and held-out data:
-the channels are the top-k covariance eigenvectors D of the site's activations (k = the rounded
-k_eff of the top eigenvalues, the number of channels, as in T2), the units U the k units the
-sparsest ticket keeps the largest fraction of (their inputs and outputs). Both are mean-ablated,
-U by a_U <- mean(a_U), D by a <- a - (a - mean) D D^T, and
+At each unit site (the input coordinates, each hidden layer), on the dense network and held-out
+data, in canonical coordinates (`coordinates`): U are the k units through which the sparsest
+ticket runs the most input-to-output paths of its mask (`unit_sites.ticket_paths`: a unit whose
+outgoing weights the ticket pruned carries none, however many inputs it kept), R are k random units (`RANDOM_DRAWS` draws, averaged: what a random prune of the same
+sparsity keeps most of is a random draw), D the top-k channel directions, k = round(k_eff) of the
+site's channels (at most a quarter of the units). Units are mean-ablated, directions by removing
+the centred coordinates' component in span(D), and
 
-    ratio = drop(U) / drop(D),   drop(S) = accuracy - accuracy with S ablated,
+    score = (drop(U) - drop(R)) / (drop(D) - drop(R)),   drop(S) = accuracy - accuracy with S ablated.
 
-asks whether k particular units do what the k channel directions do. Null: random units drop far
-less than the channels when the channels are spread (k random units remove about k/d of each);
-the drops of k random units and k random directions are reported beside, with the variance each
-ablation removes. 1 when the ticket's units are the channels (a subcircuit), 0 when they carry
-none of them. Rule (`midpoint`): subcircuits above 1/2, channels below. Sites where ablating the
-channels costs less than two points have no power and are left out.
+1 when the ticket's units are where the channels are (a subcircuit the ticket found), 0 when they
+are no better than random units (the channels spread, or the ticket did not pick their units).
+Null: random units, subtracted at the same k and width. Rule (`midpoint`): subcircuits above
+1/2, channels below. Sites where the channels cost less than two points beyond random units have
+no power and are left out. Of the voting tests it is the one that reads the ticket itself.
+
+Invariances: unit ablation and canonical directions are unchanged by positive per-unit rescaling
+and LayerNorm-gain folding; permutations permute the mask with the units, and ties and random
+draws follow the canonical unit order, so the statistic is unchanged.
 """
 from __future__ import annotations
 
@@ -23,8 +29,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from channels.keys import COV, SpectrumKey
-from channels.sites import replace, run_sites
 from channels.verdict import figures
 from channels.verdict.base import (
     EQUIVALENCE_MARGIN,
@@ -34,122 +38,92 @@ from channels.verdict.base import (
     midpoint,
     read_sites,
 )
-from channels.verdict.rundata import RunData, spectrum_keys
-from channels.verdict.units import mlp_unit_layout, unit_keep_fraction
+from channels.verdict.coordinates import Frame, channels, intervene
+from channels.verdict.networks import reader
+from channels.verdict.rundata import RunData
+from channels.verdict.unit_sites import ticket_paths
 
-TOP_K = 8
-RANDOM_DRAWS = 8
-
-
-def hidden_sites(run: RunData) -> list[str]:
-    """The covariance sites of the dense spectra that have a unit layout in the ticket's mask."""
-    spectra = run.dense.spectra or {}
-    sites = [SpectrumKey.parse(k).site for k in spectrum_keys(spectra) if SpectrumKey.parse(k).kind == COV]
-    return [s for s in sites if mlp_unit_layout(run.dense.mask.keys(), s) is not None]
+RANDOM_DRAWS = 16
+TOP = 8
 
 
-def channel_count(eigenvalues: np.ndarray, top: int = TOP_K) -> int:
-    """k = round(1 / sum w_i^2), w the normalised top eigenvalues: how many channels the site has."""
-    w = np.clip(eigenvalues[:top], 0.0, None)
-    if w.sum() <= 0:
-        return 1
-    w = w / w.sum()
-    return max(1, round(float(1.0 / (w**2).sum())))
+def channel_count(frame: Frame) -> int:
+    """k = round(k_eff) of the site's top channels, between 1 and a quarter of its units."""
+    return int(min(max(1, round(channels(frame, TOP).count)), max(1, frame.unit_count // 4)))
 
 
-def site_channels(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(mean, top-k eigenvectors D as columns, k) of a site's activations (rows = examples)."""
-    a = acts.double()
-    mean = a.mean(0)
-    values, vectors = torch.linalg.eigh(torch.cov(a.T))
-    values, vectors = values.flip(0), vectors.flip(1)
-    k = min(channel_count(values.numpy()), max(1, a.shape[1] // 4))
-    return mean, vectors[:, :k], k
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of labelled positions predicted right (label -100: not scored)."""
+    scored = y != -100
+    return float((logits.argmax(-1)[scored] == y[scored]).double().mean())
 
 
-def accuracy(net, x: torch.Tensor, y: torch.Tensor, site: str | None = None, ablate=None) -> float:
-    """Accuracy of `net` on (x, y), with the activation at `site` passed through `ablate` when given."""
-    with torch.no_grad():
-        if site is None:
-            logits = net(x)
-        else:
-            with replace(net, site, lambda a: ablate(a.double()).to(a.dtype)):
-                logits = net(x)
-    return float((logits.argmax(-1) == y).double().mean())
+def unit_ablation(frame: Frame, units: Sequence[int]):
+    """Mean-ablate the frame's units `units` (their canonical coordinates set to 0, the mean)."""
+    chosen = torch.isin(frame.units, torch.as_tensor(list(units), dtype=torch.long))
+
+    def edit(u: torch.Tensor) -> torch.Tensor:
+        return torch.where(chosen, torch.zeros_like(u), u)
+    return edit
 
 
-def ablations(net, x, y, site: str, units: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Accuracy drops of ablating the ticket's units, the channels, random units, random directions."""
-    acts = run_sites(net, x, [site])[site].flatten(1)
-    mean, channels, k = site_channels(acts)
-    d = acts.shape[1]
+def direction_ablation(directions: torch.Tensor):
+    """Remove the coordinates' component in span(directions)."""
+    basis = torch.linalg.qr(directions)[0]
+    return lambda u: u - (u @ basis) @ basis.T
+
+
+def ticket_order(frame: Frame, keep: np.ndarray) -> list[int]:
+    """The frame's units by how much of the ticket runs through them (`keep`, per network unit),
+    most first (ties in canonical order)."""
+    kept = keep[frame.unit_ids.numpy()]
+    return list(np.lexsort((np.arange(len(kept)), -kept)))
+
+
+def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 0) -> dict[str, float]:
+    """Accuracy drops of ablating the ticket's k units, k random units and the k top channels."""
+    k = channel_count(frame)
+    full = accuracy(intervene(net, x, frame, lambda u: u), y)
+
+    def drop(edit) -> float:
+        with torch.no_grad():
+            return full - accuracy(intervene(net, x, frame, edit), y)
+
     rng = np.random.default_rng(seed)
-    full = accuracy(net, x, y)
-
-    def unit_ablation(chosen):
-        index = torch.as_tensor(np.asarray(chosen), dtype=torch.long)
-
-        def ablate(a):
-            a = a.clone()
-            a[:, index] = mean[index]
-            return a
-        return ablate
-
-    def direction_ablation(basis):
-        return lambda a: a - (a - mean) @ basis @ basis.T
-
-    chosen = units[:k]
-    random_units = [rng.choice(d, size=k, replace=False) for _ in range(RANDOM_DRAWS)]
-    random_dirs = [torch.linalg.qr(torch.as_tensor(rng.standard_normal((d, k))))[0] for _ in range(RANDOM_DRAWS)]
-    centred = acts.double() - mean
-    total = float((centred**2).sum())
-    drop_units = full - accuracy(net, x, y, site, unit_ablation(chosen))
-    drop_channels = full - accuracy(net, x, y, site, direction_ablation(channels))
-    return {
-        "k": k, "d": d, "accuracy": full, "drop_units": drop_units, "drop_channels": drop_channels,
-        "drop_random_units": float(np.mean([full - accuracy(net, x, y, site, unit_ablation(u)) for u in random_units])),
-        "drop_random_directions": float(np.mean([full - accuracy(net, x, y, site, direction_ablation(b))
-                                                 for b in random_dirs])),
-        "variance_units": float((centred[:, torch.as_tensor(chosen)] ** 2).sum()) / total,
-        "variance_channels": float(((centred @ channels) ** 2).sum()) / total,
-        "ratio": drop_units / drop_channels if drop_channels >= EQUIVALENCE_MARGIN else math.nan,
-    }
-
-
-def ticket_units(run: RunData, site: str) -> np.ndarray:
-    """The site's units, most-kept first, at the sparsest ticket level (ties by index)."""
-    ticket = run.levels[max(run.levels)]
-    keep = unit_keep_fraction(ticket.mask, mlp_unit_layout(ticket.mask.keys(), site))
-    return np.argsort(-keep, kind="stable")
-
-
-def on_dense_sites(result: TestResult, runs: Sequence[RunData], networks, measure) -> TestResult:
-    """`measure(net, x, y, site, run) -> dict with a "ratio"` on every run's dense network at each
-    hidden site; rows into the details, ratios read by `midpoint` per site."""
-    if networks is None:
-        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
-        return result
-    per_site: dict[str, dict[RunData, float]] = {}
-    for run_ in runs:
-        net = networks.net(run_, 0)
-        x, y = networks.evaluation_set(run_)
-        for site in hidden_sites(run_):
-            found = measure(net, x, y, site, run_)
-            result.details.append({"run": run_.name, "site": site, **found})
-            per_site.setdefault(site, {})[run_] = found["ratio"]
-    return read_sites(result, per_site, midpoint, "needs covariance spectra at MLP sites (act.i) and a pruned level")
+    drop_units = drop(unit_ablation(frame, ticket_units[:k]))
+    drop_random = float(np.mean([drop(unit_ablation(frame, rng.choice(frame.unit_count, k, replace=False)))
+                                 for _ in range(RANDOM_DRAWS)]))
+    drop_channels = drop(direction_ablation(channels(frame, TOP).directions[:, :k]))
+    room = drop_channels - drop_random
+    return {"k": k, "units": frame.unit_count, "accuracy": full, "drop_ticket_units": drop_units,
+            "drop_random_units": drop_random, "drop_channels": drop_channels,
+            "score": (drop_units - drop_random) / room if room >= EQUIVALENCE_MARGIN else math.nan}
 
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
-    runs = [r for r in runs if max(r.levels) > 0]
-    return on_dense_sites(TEST.result(), runs, networks,
-                          lambda net, x, y, site, run_: ablations(net, x, y, site, ticket_units(run_, site)))
+    result = TEST.result()
+    source = reader(networks)
+    if source is None:
+        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
+        return result
+    per_site: dict[str, dict[RunData, float]] = {}
+    for run_ in (r for r in runs if max(r.levels) > 0):
+        x, y = source.data(run_)
+        sites = source.sites(run_)
+        paths = ticket_paths(run_.levels[max(run_.levels)].mask, sites)
+        for site in sites:
+            frame = source.frame(run_, site)
+            found = ablations(source.dense(run_), x, y, frame, ticket_order(frame, paths[site.name]))
+            result.details.append({"run": run_.name, "site": site.name, **found})
+            per_site.setdefault(site.name, {})[run_] = found["score"]
+    return read_sites(result, per_site, midpoint, "needs a pruned level and unit sites (features in, MLP layers)")
 
 
 TEST = TicketTest(
-    "T3", "causal ablation: the ticket's units versus the channels",
-    "drop(ablate the k units the ticket keeps most) / drop(ablate the k top covariance directions), dense net",
-    "k random units remove about k/d of each channel (random-unit and random-direction drops reported)",
+    "T3", "the ticket's units: ablation against random units and the channels",
+    "(drop(ablate the k units the ticket keeps most) - drop(k random units)) / (drop(the k top channels) - "
+    "drop(k random units)), dense net, held-out data",
+    "k random units (subtracted): the ticket's units are no better than any",
     MIDPOINT_RULE, votes=True, run=run, figure=figures.score,
-    columns=("run", "site", "k", "d", "accuracy", "drop_units", "drop_channels", "drop_random_units",
-             "drop_random_directions", "variance_units", "variance_channels", "ratio"))
+    columns=("run", "site", "k", "units", "accuracy", "drop_ticket_units", "drop_random_units", "drop_channels",
+             "score"))

@@ -31,10 +31,10 @@ from channels.verdict.base import (
     TicketTest,
     read_sites,
 )
-from channels.verdict.causal import hidden_sites
 from channels.verdict.rundata import RunData
 from channels.verdict.stats import hypergeometric_overlap
-from channels.verdict.units import mlp_unit_layout, permute_units, weight_matching
+from channels.verdict.unit_sites import hidden_sites
+from channels.verdict.units import permute_units, weight_matching
 
 SHARED, NOT_SHARED = "shared", "not shared"
 
@@ -46,7 +46,7 @@ def _rule(site, values) -> str:
 
 def pair_identity(a: RunData, b: RunData, level: int) -> dict:
     """Mask overlap per tensor of two runs' tickets at `level`, after weight matching b to a."""
-    layouts = [lay for site in hidden_sites(a) if (lay := mlp_unit_layout(a.dense.mask.keys(), site))]
+    layouts = [site.layout for site in hidden_sites(a.dense.mask)]
     mask_b = dict(b.levels[level].mask)
     if layouts:
         perms = weight_matching(a.dense.weights, b.dense.weights, layouts)
@@ -64,7 +64,7 @@ def pair_identity(a: RunData, b: RunData, level: int) -> dict:
 def functional_similarity(a: RunData, b: RunData, level: int, networks) -> float:
     """Mean over hidden sites of the linear CKA of the two tickets' activations on held-out data."""
     x, _ = networks.evaluation_set(a)
-    sites = hidden_sites(a)
+    sites = [site.name for site in hidden_sites(a.dense.mask)]
     if not sites:
         return float("nan")
     with torch.no_grad():

@@ -55,3 +55,14 @@ def hypergeometric_overlap(kept_a: int, kept_b: int, total: int, shared: int) ->
     return {"shared": float(shared), "null_mean": mean,
             "z": (shared - mean) / math.sqrt(var) if var > 0 else math.nan,
             "excess": (shared - mean) / room if room > 0 else math.nan}
+
+
+def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial rate from k successes in n trials:
+    the beta quantiles B(a/2; k, n - k + 1) and B(1 - a/2; k + 1, n - k); (nan, nan) for n = 0."""
+    if n == 0:
+        return (math.nan, math.nan)
+    alpha = 1 - level
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return (lo, hi)

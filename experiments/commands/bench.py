@@ -19,7 +19,7 @@ from lth.errors import LTCError
 from lth.rundir import write_text
 
 
-def _parser() -> ArgumentParser:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="ltc bench", description=__doc__.splitlines()[0].split(": ", 1)[1],
                             exit_on_error=False)
     parser.add_argument("--quick", action=ActionYesNo, default=False, help="about one minute on 2 CPU cores")
@@ -42,7 +42,7 @@ def _parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Parse the flags, run the suite, print its table; also write the JSON / Markdown when asked."""
-    args = parse(_parser(), argv)
+    args = parse(build_parser(), argv)
     if args.quick and args.tiny:
         raise LTCError("--quick and --tiny pick different sizes: give one of them")
     if args.threads < 0:

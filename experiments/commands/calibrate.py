@@ -1,15 +1,15 @@
-"""`ltc calibrate`: the battery on planted worlds whose truth is known, before trusting it elsewhere.
+"""`ltc calibrate`: the battery on a population of planted worlds whose truth is known, site by site.
 
-    ltc calibrate [--worlds '[input_subcircuit, ...]'] [--seeds '[0,1,2,3,4]'] [--workers 2]
-                  [--out runs/calibration] [--wandb.mode offline|disabled]
+    ltc calibrate [--quick] [--families '[input_subcircuit, ...]'] [--population_seed S]
+                  [--seeds '[0,1,2,3,4]'] [--workers 2] [--out runs/calibration] [--wandb.mode ...]
 
-Every recipe in configs/planted/ (`experiments.data.planted`: subcircuits on a few inputs or a few
-hidden units, channels along a dense subspace of the input or of a hidden layer, and a world
-without a ticket) runs with real IMP, controls, basis branches and spectra over the seeds; then
-the battery reads each world's runs, and the confusion matrices (truth x reading) of the verdict
-and of every test go into `report/calibration.json`, the report and a W&B summary run.
-`ltc report` shows the latest one beside every verdict. Runs are ordinary run directories:
-re-running resumes.
+Draws the population (`experiments.data.population`: families x random instances, SGD and Adam
+students, one shared recipe, and the dial from coordinate-aligned to dense), trains every
+instance with real IMP, controls and basis branches over the seeds, reads each with the battery
+and scores it against its planted truths (`channels.verdict.calibration`). `report/calibration.json`
+holds the instances, the confusion matrices and the error rates with exact intervals; the report
+adds the dial's figure. `ltc report` shows the latest one beside every verdict. Runs are ordinary
+run directories: re-running resumes. `--quick`: one instance per family and the dial's two ends.
 """
 from __future__ import annotations
 
@@ -20,69 +20,89 @@ import time
 from pathlib import Path
 
 from channels.verdict.battery import run_battery, verdict
-from channels.verdict.calibration import calibration, world_entry
+from channels.verdict.calibration import calibration, instance_entry
+from channels.verdict.dial import dial_summary
 from channels.verdict.rundata import load_run
 from experiments.config import base_parser, imp_parser, parse
-from experiments.data.planted import WORLDS
+from experiments.data.population import (
+    DEFAULT_POPULATION_SEED,
+    PER_FAMILY,
+    Instance,
+    draw_population,
+)
 from experiments.launchers import Launch, run_all
-from experiments.report.calibration import calibration_document, log_calibration_run
+from experiments.report.calibration import calibration_document, dial_figure, log_calibration_run
 from experiments.report.document import render_console, write_document
 from experiments.report.networks import RunNetworks
-from experiments.runtime import console, quiet_libraries
+from experiments.runtime import console, limit_cpu_threads, quiet_libraries
 from experiments.settings import WandbConfig
 from lth import rundir
 from lth.errors import LTCError
 from lth.layout import DEFAULT_CALIBRATION, CalibrationLayout
 
-RECIPES = Path(__file__).resolve().parents[2] / "configs" / "planted"
+RECIPE = Path(__file__).resolve().parents[2] / "configs" / "planted" / "population.yaml"
+FAMILIES = (*PER_FAMILY, "dial")
 
 
 def build_parser():
-    parser = base_parser("ltc calibrate", "The battery on planted worlds of known truth: confusion matrices.")
-    parser.add_argument("--worlds", type=list[str] | None, default=None,
-                        help=f"planted worlds (default all): {', '.join(WORLDS)}")
-    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2, 3, 4], help="init seeds per world (>= 5 to read)")
-    parser.add_argument("--workers", type=int, default=2, help="runs at once (subprocesses when > 1)")
+    parser = base_parser("ltc calibrate", "The battery on a population of planted worlds: confusion matrices.")
+    parser.add_argument("--families", type=list[str] | None, default=None,
+                        help=f"families to draw (default all): {', '.join(FAMILIES)}")
+    parser.add_argument("--quick", type=bool, default=False, help="one instance per family, the dial's two ends")
+    parser.add_argument("--population_seed", type=int, default=DEFAULT_POPULATION_SEED,
+                        help="seed of the population's instances (the default was never used to develop the rules)")
+    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2, 3, 4], help="init seeds per instance (>= 5 to read)")
+    parser.add_argument("--workers", type=int, default=2, help="runs at once (worker processes when > 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--recipes", type=str, default=str(RECIPES), help="folder of the worlds' recipes")
+    parser.add_argument("--recipe", type=str, default=str(RECIPE), help="the shared recipe of every world")
     parser.add_argument("--out", type=str, default=str(DEFAULT_CALIBRATION.root), help="where the runs and the report go")
     parser.add_argument("--wandb.mode", type=str | None, default=None, help="offline (default), online or disabled")
     return parser
 
 
-def world_recipes(folder: Path, worlds: list[str] | None) -> dict[str, Path]:
-    """world name -> its recipe; every name must be a world with a recipe."""
-    found = {p.stem: p for p in sorted(Path(folder).glob("*.yaml"))}
-    names = worlds if worlds is not None else [w for w in WORLDS if w in found]
-    missing = [w for w in names if w not in WORLDS or w not in found]
-    if missing:
-        raise LTCError(f"no planted world {missing[0]!r} with a recipe in {folder}: use any of "
-                       f"{', '.join(w for w in WORLDS if w in found)}")
-    if not names:
-        raise LTCError(f"no planted-world recipes in {folder}")
-    return {w: found[w] for w in names}
+def instance_dir(population_seed: int, instance: Instance) -> str:
+    return f"population_{population_seed}/{instance.name}"
 
 
-def plan(recipes: dict[str, Path], seeds: list[int], layout: CalibrationLayout, tmp: Path) -> list[Launch]:
-    """One `ltc imp` per world and seed, its resolved recipe written to `tmp`."""
+def plan(instances: list[Instance], cfg, layout: CalibrationLayout, tmp: Path) -> list[Launch]:
+    """One `ltc imp` per instance and seed, its resolved recipe written to `tmp`."""
     parser = imp_parser()
     launches = []
-    for world, recipe in recipes.items():
-        for seed in seeds:
-            run_dir = layout.run(world, seed)
-            cfg = parse(parser, ["--config", str(recipe), "--seed_everything", str(seed), "--run_dir", str(run_dir),
-                                 "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false"])
-            path = tmp / f"{world}-{seed}.yaml"
-            path.write_text(parser.dump(cfg))
-            launches.append(Launch(f"{world} seed {seed}", path, run_dir))
+    for instance in instances:
+        for seed in cfg.seeds:
+            run_dir = layout.run(instance_dir(cfg.population_seed, instance), seed)
+            args = ["--config", cfg.recipe, *instance.overrides(), "--seed_everything", str(seed),
+                    "--run_dir", str(run_dir), "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false"]
+            path = tmp / f"{instance.name}-{seed}.yaml"
+            path.write_text(parser.dump(parse(parser, args)))
+            launches.append(Launch(f"{instance.name} seed {seed}", path, run_dir))
     return launches
 
 
-def read_world(world: str, seeds: list[int], layout: CalibrationLayout) -> dict:
-    """The battery's verdict on one world's runs, as a line of calibration.json."""
-    runs = [load_run(layout.run(world, seed)) for seed in seeds]
+def read_instance(instance: Instance, population_seed: int, seeds: list[int], root: str, threads: int) -> dict:
+    """The battery's verdict on one instance's runs, scored: a line of calibration.json."""
+    limit_cpu_threads(threads)  # the tests' small products crawl when threads outnumber free cores
+    layout = CalibrationLayout(Path(root))
+    runs = [load_run(layout.run(instance_dir(population_seed, instance), seed)) for seed in seeds]
     result = verdict(run_battery(runs, RunNetworks.for_runs(runs)))
-    return world_entry(world, WORLDS[world].truth, result)
+    return instance_entry(instance.name, instance.describe(), instance.truths, instance.verdict_truth, result)
+
+
+def read_all(instances: list[Instance], cfg, layout: CalibrationLayout) -> list[dict]:
+    """Every instance read, `cfg.workers` at a time in worker processes (in order in the result)."""
+    args = (cfg.population_seed, list(cfg.seeds), str(layout.root), cfg.threads)
+    if cfg.workers <= 1:
+        return [read_instance(instance, *args) for instance in instances]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    entries: dict[str, dict] = {}
+    with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(read_instance, instance, *args): instance for instance in instances}
+        for future in as_completed(futures):
+            entries[futures[future].name] = entry = future.result()
+            console.print(f"ltc calibrate: read {entry['name']} ({len(entries)}/{len(instances)}): {entry['verdict']}")
+    return [entries[instance.name] for instance in instances]
 
 
 def main(argv: list[str]) -> int:
@@ -92,26 +112,31 @@ def main(argv: list[str]) -> int:
         raise LTCError("--workers and --threads must be >= 1")
     if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
         raise LTCError(f"--seeds must be distinct and non-empty, got {cfg.seeds}")
+    unknown = [f for f in cfg.families or [] if f not in FAMILIES]
+    if unknown:
+        raise LTCError(f"unknown planted family {unknown[0]!r}: use any of {', '.join(FAMILIES)}")
+    if not Path(cfg.recipe).is_file():
+        raise LTCError(f"no recipe at {cfg.recipe}: pass --recipe with the shared recipe of the worlds")
     mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
-    recipes = world_recipes(Path(cfg.recipes), cfg.worlds)
+    instances = draw_population(cfg.population_seed, cfg.families, cfg.quick)
     layout = CalibrationLayout(Path(cfg.out))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        launches = plan(recipes, cfg.seeds, layout, Path(tmp))
-        console.print(f"ltc calibrate: {len(recipes)} worlds x {len(cfg.seeds)} seeds = {len(launches)} runs "
-                      f"into {layout.root}")
+        launches = plan(instances, cfg, layout, Path(tmp))
+        console.print(f"ltc calibrate: {len(instances)} world instances x {len(cfg.seeds)} seeds = {len(launches)} "
+                      f"runs into {layout.root} (population seed {cfg.population_seed})")
         run_all(launches, cfg.workers, cfg.threads, layout.logs, "ltc calibrate")
     trained = time.perf_counter() - started
-    entries = []
-    for world in recipes:
-        console.print(f"ltc calibrate: reading {world}")
-        entries.append(read_world(world, cfg.seeds, layout))
+    entries = read_all(instances, cfg, layout)
     result = calibration(entries)
-    result.update(date=datetime.date.today().isoformat(), seeds=len(cfg.seeds), train_seconds=trained,
-                  seconds=time.perf_counter() - started, machine=f"{platform.node()} ({platform.processor() or platform.machine()})")
+    result.update(dial=dial_summary(entries), date=datetime.date.today().isoformat(), seeds=len(cfg.seeds),
+                  population_seed=cfg.population_seed, quick=cfg.quick, train_seconds=trained,
+                  read_seconds=time.perf_counter() - started - trained,
+                  seconds=time.perf_counter() - started,
+                  machine=f"{platform.node()} ({platform.processor() or platform.machine()})")
     files = layout.report
     rundir.write_json(files.calibration, result)
-    doc = calibration_document(result)
+    doc = calibration_document(result, dial_figure(result, files))
     write_document(doc, files)
     render_console(doc, console)
     if mode != "disabled":

@@ -30,6 +30,7 @@ def build_parser():
                         help="calibration.json to show beside the verdict (default: runs/calibration/report/)")
     parser.add_argument("--wandb.mode", type=str | None, default=None,
                         help="offline (default), online or disabled: the W&B summary run")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the tests (1: fastest on shared cores)")
     return parser
 
 
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> int:
     cfg = parse(build_parser(), argv)
     mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
     out = Path(cfg.out) if cfg.out else None
-    result = build_report([Path(d) for d in cfg.run_dir], out, mode, cfg.calibration)
+    result = build_report([Path(d) for d in cfg.run_dir], out, mode, cfg.calibration, cfg.threads)
     print_verdict(result)
     files = ReportFiles(out) if out else RunLayout(Path(cfg.run_dir[0])).report
     console.print(f"report: {files.html}")

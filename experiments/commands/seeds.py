@@ -6,7 +6,7 @@ a recipe that carries its own `seeds:` (configs/mnist1d_seeds.yaml). Each init s
 from the same init (data_order_seed = D, no controls); the battery averages a seed's runs, so
 seeds stay its units (readings need >= 5 of them). Runs are
 ordinary run directories (resumable, skipped when finished); `--workers N` runs N of them at once
-as `ltc imp` subprocesses, each on `--threads` torch threads.
+in worker processes (each imports once and runs its share in process), on `--threads` torch threads.
 """
 from __future__ import annotations
 
@@ -35,11 +35,11 @@ def build_parser() -> ArgumentParser:
                         help="init seeds, one run with controls each (the verdict reads from >= 5)")
     parser.add_argument("--data_order_seeds", type=list[int], default=[],
                         help="extra data orders run from each init seed (no controls)")
-    parser.add_argument("--workers", type=int, default=1, help="runs at once (subprocesses when > 1)")
+    parser.add_argument("--workers", type=int, default=1, help="runs at once (worker processes when > 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per run (1 is fastest for small models on shared CPUs)")
     parser.add_argument("--launcher", type=str, default=HERE,
-                        help="here (this machine: in process, or --workers subprocesses) or a submitit executor: "
+                        help="here (this machine: in process, or --workers worker processes) or a submitit executor: "
                              "slurm, local, debug (one job per run)")
     parser.add_argument("--executor", type=dict, default={},
                         help="submitit parameters of each job, e.g. '{timeout_min: 120, slurm_partition: gpu, "
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
         run_all(launches, cfg.workers, cfg.threads, log_dir, "ltc seeds", cfg.launcher, cfg.executor)
     console.print(f"ltc seeds: {len(runs)} runs done in {time.perf_counter() - started:.0f} s")
     if cfg.report:
-        result = build_report([r.run_dir for r in runs], out, mode)
+        result = build_report([r.run_dir for r in runs], out, mode, threads=cfg.threads)
         print_verdict(result)
         console.print(f"report: {out}")
     return 0

@@ -25,7 +25,7 @@ from lth.layout import WEIGHTS, JobFiles, RunLayout, job_name
 SHOWN = ("effective_rank", "participation_ratio", "top1_share")
 
 
-def _parser() -> ArgumentParser:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="ltc spectra", description=__doc__.splitlines()[0], exit_on_error=False)
     parser.add_argument("--run_dir", type=str, required=True, help="a run directory made by `ltc imp`")
     parser.add_argument("--level", type=int | None, default=None, help="only this level (default: all finished)")
@@ -51,7 +51,7 @@ def finished_jobs(run_dir: Path, level: int | None, branch: str | None) -> list[
 
 def main(argv: list[str]) -> int:
     quiet_libraries()
-    args = parse(_parser(), argv)
+    args = parse(build_parser(), argv)
     run_dir = Path(args.run_dir)
     parser = imp_parser()
     cfg = load_run_config(run_dir, ["--wandb.mode", "disabled"], parser)

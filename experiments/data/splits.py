@@ -8,6 +8,20 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 
+class BatchedTensors(TensorDataset):
+    """A TensorDataset that gives a whole batch with one index per tensor (`__getitems__`, which the
+    DataLoader calls for a batch of indices) instead of stacking one sample at a time."""
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return [tuple(t[index] for t in self.tensors)]
+
+
+def first_item(items: list):
+    """The collate function of `BatchedTensors`: its one item is the batch already."""
+    return items[0]
+
+
 class TensorSplits(pl.LightningDataModule):
     """`_build()` returns {"train", "val", "test"} TensorDatasets whose first tensors are inputs and
     second labels; `shuffle_seed` orders the plain training loader (IMP replaces it with its own
@@ -28,10 +42,11 @@ class TensorSplits(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        data = self._splits[split]
+        data = BatchedTensors(*self._splits[split].tensors)
         size = self.batch_size if shuffle else len(data)
         gen = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
-        return DataLoader(data, batch_size=size, shuffle=shuffle, generator=gen, num_workers=self.num_workers)
+        return DataLoader(data, batch_size=size, shuffle=shuffle, generator=gen, num_workers=self.num_workers,
+                          collate_fn=first_item)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

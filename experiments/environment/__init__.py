@@ -124,7 +124,7 @@ class LightningEnvironment:
         import wandb
 
         if metrics is not None and is_global_zero():
-            wandb_jobs.record_finished(logger.experiment, job, metrics, self.experiment_id)
+            wandb_jobs.record_finished(logger.experiment, job, metrics, self.experiment_id, self.run_dir)
         wandb.finish()
 
     def report(self, job: Job, metrics: dict, skipped: bool) -> None:

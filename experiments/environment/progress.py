@@ -125,8 +125,9 @@ class JobProgress(ProgressBar):
 
     def _info(self, trainer: pl.Trainer, now: float) -> str:
         left = self._left(trainer, now)
-        metrics = ", ".join(f"{k} {_short(v)}" for k, v in self.get_metrics(trainer, trainer.lightning_module).items()
-                            if k != "v_num")
+        module = trainer.lightning_module
+        shown = {**self.get_metrics(trainer, module), **getattr(module, "step_metrics", {})}
+        metrics = ", ".join(f"{k} {_short(v)}" for k, v in shown.items() if k != "v_num")
         job_left = "" if left is None else f"{duration(left)} left"
         return "; ".join(part for part in (job_left, metrics, self.clock.eta(self.position, left or 0.0)) if part)
 

@@ -9,7 +9,8 @@
   spectra metrics land in the summary;
 - artifacts: the job's mask and trained weights, and at a line's dense level theta_0 and theta_k,
   as references to the run-directory files (`file://`, checksummed, nothing copied), typed
-  (`mask`, `weights`) and aliased by level (`level_03`), logged offline too.
+  (`mask`, `weights`) and aliased by level (`level_03`), logged offline too; and, for W&B's
+  lineage graph, what the job started from as used artifacts (`job_inputs`).
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from pathlib import Path
 from channels.keys import final_metrics
 from channels.spectra import load_npz
 from experiments.settings import WandbConfig
-from lth.branches import TICKET
+from lth.branches import BRANCHES, TICKET
 from lth.jobs import Job
-from lth.layout import level_name
+from lth.layout import RunLayout, level_name
 from lth.masks import density
 
 REMAINING = "sparsity/remaining"
@@ -51,7 +52,7 @@ def final_spectra(path: Path) -> dict[str, float]:
     return final_metrics(load_npz(path))
 
 
-def record_finished(run, job: Job, metrics: dict, experiment_id: str) -> None:
+def record_finished(run, job: Job, metrics: dict, experiment_id: str, run_dir: Path) -> None:
     """The final row, the summary and the artifacts of a finished job (its files are written)."""
     spectra = final_spectra(job.files.spectra)
     final = {f"final/{name}": value for name, value in {**metrics["test"], **spectra}.items()}
@@ -59,7 +60,7 @@ def record_finished(run, job: Job, metrics: dict, experiment_id: str) -> None:
         run.define_metric(name, step_metric=REMAINING)
     run.log({REMAINING: metrics["density"], "level": job.level, **final})
     run.summary.update({"level": job.level, "density": metrics["density"], "branch": job.branch or TICKET, **spectra})
-    log_artifacts(run, job, metrics["density"], experiment_id)
+    log_artifacts(run, job, metrics["density"], experiment_id, RunLayout(run_dir))
 
 
 def artifact_name(experiment_id: str, branch: str | None, what: str) -> str:
@@ -68,15 +69,52 @@ def artifact_name(experiment_id: str, branch: str | None, what: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def log_artifacts(run, job: Job, remaining: float, experiment_id: str) -> None:
-    """Mask, trained weights (and theta_0 / theta_k) as reference artifacts aliased by level."""
+def reference_artifact(experiment_id: str, branch: str | None, what: str, path: Path, metadata: dict | None = None):
+    """The W&B artifact of one run-directory file: a checksummed `file://` reference (nothing copied),
+    named by `artifact_name`, typed `mask` or `weights`. Logging it (the job) and using it (a
+    later job, the report) build the same artifact, so W&B joins them into one version."""
     import wandb
 
-    files = {"mask": ("mask", job.files.mask), "weights": ("weights", job.files.weights)}
-    files.update({name: ("weights", path) for name, path in job.run_files.items() if path.is_file()})
-    for what, (kind, path) in files.items():
-        artifact = wandb.Artifact(artifact_name(experiment_id, job.branch, what), type=kind, metadata={
-            "experiment_id": experiment_id, "job": job.name, "level": job.level, "branch": job.branch or TICKET,
-            "density": remaining, "file": str(path)})
-        artifact.add_reference(path.resolve().as_uri(), name=path.name)
-        run.log_artifact(artifact, aliases=[level_name(job.level)])
+    artifact = wandb.Artifact(artifact_name(experiment_id, branch, what), type="mask" if what == "mask" else "weights",
+                              metadata={**(metadata or {}), "file": str(path)})
+    artifact.add_reference(Path(path).resolve().as_uri(), name=Path(path).name)
+    return artifact
+
+
+def use_artifact(run, artifact) -> None:
+    """Declare `artifact` an input of `run` (an edge of W&B's lineage graph). wandb refuses
+    `use_artifact` offline (0.31: TypeError), so an offline run records the use as `use_artifact`
+    does online for an artifact not yet on the server: the artifact, logged with `use_after_commit`,
+    which `wandb sync` commits (one version per content digest) and then marks used by the run."""
+    if run.offline:
+        run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+    else:
+        run.use_artifact(artifact)
+
+
+def job_inputs(job: Job, run: RunLayout) -> dict[tuple[str | None, str], Path]:
+    """What a job of `run` started from, as ((branch, what) -> file) of artifacts logged before it:
+    a line's level L >= 1 prunes level L-1's trained weights and rewinds the survivors to theta_k
+    (theta_0 when k = 0); a branch is planned from its level's ticket mask."""
+    if job.branch is not None and not (job.branch in BRANCHES and BRANCHES[job.branch].is_line):
+        return {(None, "mask"): run.job(job.level).mask}
+    if job.level == 0:
+        return {}
+    layout = run if job.branch is None else run.line(job.branch)
+    start = ("theta_k", layout.rewind) if layout.rewind.is_file() else ("theta_0", layout.init)
+    return {(job.branch, "weights"): layout.job(job.level - 1).weights, (job.branch, start[0]): start[1]}
+
+
+def log_artifacts(run, job: Job, remaining: float, experiment_id: str, layout: RunLayout) -> None:
+    """Mask, trained weights (and theta_0 / theta_k) as reference artifacts aliased by level, and
+    the job's inputs (`job_inputs`) as used artifacts."""
+    metadata = {"experiment_id": experiment_id, "job": job.name, "level": job.level, "branch": job.branch or TICKET,
+                "density": remaining}
+    files = {"mask": job.files.mask, "weights": job.files.weights}
+    files.update({name: path for name, path in job.run_files.items() if path.is_file()})
+    for what, path in files.items():
+        run.log_artifact(reference_artifact(experiment_id, job.branch, what, path, metadata),
+                         aliases=[level_name(job.level)])
+    for (branch, what), path in job_inputs(job, layout).items():
+        if path.is_file():
+            use_artifact(run, reference_artifact(experiment_id, branch, what, path))

@@ -16,6 +16,7 @@ from experiments.report.figures import all_figures
 from experiments.report.networks import RunNetworks, run_configs
 from experiments.report.verdict import verdict_document
 from experiments.report.wandb_summary import log_summary_run
+from experiments.runtime import limit_cpu_threads
 from experiments.settings import WandbConfig
 from lth import rundir
 from lth.errors import LTCError
@@ -63,11 +64,12 @@ def latest_calibration(path: Path | None = None) -> dict | None:
 
 
 def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str = "offline",
-                 calibration: Path | None = None) -> dict:
-    """Run the ticket tests on `run_dirs`, write the report into `out` (default <first run>/report),
-    log the W&B summary run unless `wandb_mode` is disabled; returns the verdict dict (also
-    verdict.json), with the latest calibration beside it."""
+                 calibration: Path | None = None, threads: int = 1) -> dict:
+    """Run the ticket tests on `run_dirs` on `threads` CPU threads, write the report into `out`
+    (default <first run>/report), log the W&B summary run unless `wandb_mode` is disabled; returns
+    the verdict dict (also verdict.json), with the latest calibration beside it."""
     wandb_mode = WandbConfig(mode=wandb_mode).resolved_mode()  # refuses a bad mode before any work
+    limit_cpu_threads(threads)  # the tests' many small products crawl when threads outnumber free cores
     runs = load_runs([Path(d) for d in run_dirs])
     files = ReportFiles(Path(out)) if out is not None else RunLayout(runs[0].dir).report
     started = time.perf_counter()
@@ -76,7 +78,8 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     results = run_battery(runs, RunNetworks.for_runs(runs, configs, parser))
     result = verdict(results)
     result["calibration"] = latest_calibration(calibration)
-    result["experiment"] = group_id(runs[0].experiment, experiment_ids(configs))
+    ids = experiment_ids(configs)
+    result["experiment"] = group_id(runs[0].experiment, ids)
     result["runs"] = [{"dir": str(r.dir), "seed": r.seed, "data_order_seed": r.data_order_seed,
                        "levels": sorted(r.levels), "branches": sorted(r.branches)} for r in runs]
     rows = stability_rows(runs)
@@ -87,5 +90,5 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     rundir.write_json(files.verdict, result)
     write_document(verdict_document(result, figures), files)
     if wandb_mode != "disabled":
-        log_summary_run(result, figures, runs[0].dir, wandb_mode, runs)
+        log_summary_run(result, figures, runs[0].dir, wandb_mode, runs, ids)
     return json.loads(json.dumps(result))

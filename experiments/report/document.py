@@ -1,5 +1,7 @@
-"""One model of a report (`Document` of `Section`s of text, tables and figures), rendered to the
-console, to Markdown and to self-contained HTML, so the three always say the same thing."""
+"""One model of a report (`Document`: a headline `Card`, then `Section`s of text, tables and
+figures), rendered to the console, to Markdown and to self-contained HTML, so the three always say
+the same thing. The HTML reads like a paper's figure page: the card first, figures at full width
+with numbered captions, detail folded under its title."""
 from __future__ import annotations
 
 import base64
@@ -39,7 +41,8 @@ class Table:
 @dataclass
 class Section:
     """A titled part: paragraphs, then bullets, tables and figures. `console` = printed by
-    `render_console` (the rest goes to the files only)."""
+    `render_console` (the rest goes to the files only); `folded` = collapsed under its title in
+    HTML (detail a reader opens when they want it)."""
 
     title: str
     paragraphs: list[str] = field(default_factory=list)
@@ -47,6 +50,20 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     console: bool = False
+    folded: bool = False
+
+
+@dataclass
+class Card:
+    """What a report concludes, shown before anything else: a `label` (`Verdict`), the `headline`
+    (styled by `css_class`), the sentence saying why, and labelled facts (readings per site, the
+    calibration's error rate...)."""
+
+    label: str
+    headline: str
+    why: str
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    css_class: str = ""
 
 
 @dataclass
@@ -54,14 +71,21 @@ class Document:
     title: str
     sections: list[Section]
     css_class: dict[str, str] = field(default_factory=dict)  # paragraph text -> HTML class (the verdict line)
+    card: Card | None = None
 
 
 def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
+def _card_markdown(card: Card) -> list[str]:
+    lines = [f"> **{card.label}: {card.headline}**", ">", f"> {card.why}", ">"]
+    return lines + [f"> - {label}: {value}" for label, value in card.facts] + [""]
+
+
 def render_markdown(doc: Document) -> str:
-    lines = [f"# {doc.title}", ""]
+    lines = [f"# {doc.title}", ""] + (_card_markdown(doc.card) if doc.card else [])
+    number = 0
     for section in doc.sections:
         lines += [f"## {section.title}", ""]
         for paragraph in section.paragraphs:
@@ -74,40 +98,92 @@ def render_markdown(doc: Document) -> str:
             lines += [_md_row(table.headers), "|" + "---|" * len(table.headers)]
             lines += [_md_row(row) for row in table.rows] + [""]
         for figure in section.figures:
-            lines += [f"![{figure.caption}]({FIGURES}/{figure.path.name})", "", figure.caption, ""]
+            number += 1
+            lines += [f"![{figure.caption}]({FIGURES}/{figure.path.name})", "", f"**Figure {number}.** {figure.caption}",
+                      ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _css_class(text: str) -> str:
+    """A reading's CSS class: its words before any ' (...)', joined by '_' (`no ticket` -> `no_ticket`)."""
+    return text.split(" (")[0].strip().replace(" ", "_")
+
+
 def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows)
-    caption = f"<p>{html.escape(table.caption)}:</p>" if table.caption else ""
-    return f"{caption}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    esc = html.escape
+
+    def cell(text: str) -> str:
+        styled = text.split(" (")[0] in table.styles
+        return f"<td class='{esc(_css_class(text))}'>{esc(text)}</td>" if styled else f"<td>{esc(text)}</td>"
+
+    head = "".join(f"<th>{esc(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in table.rows)
+    caption = f"<caption>{esc(table.caption)}</caption>" if table.caption else ""
+    return f"<div class='table'><table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
-STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
-         "font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
-         "img{max-width:100%}.verdict{font-size:1.4em}.channels{color:#1a7f37}.subcircuits{color:#8250df}"
-         ".no_ticket{color:#9a6700}")
+STYLE = """
+body{font:15px/1.5 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;max-width:1100px;margin:auto;
+  padding:1.5em 2em 4em}
+h1{font-size:1.5em;font-weight:600;margin:0.2em 0 0.8em}h2{font-size:1.2em;margin:1.8em 0 0.5em;
+  border-bottom:1px solid #d1d9e0;padding-bottom:0.2em}
+.card{border:1px solid #d1d9e0;border-left:8px solid #6e7781;border-radius:6px;padding:1em 1.4em;margin:0 0 1.5em;
+  background:#f6f8fa}
+.card .label{text-transform:uppercase;letter-spacing:0.08em;font-size:0.75em;color:#59636e}
+.card .headline{font-size:2.1em;font-weight:700;line-height:1.2;margin:0.1em 0 0.3em}
+.card .why{font-size:1.05em;margin:0 0 0.6em}
+.card dl{display:grid;grid-template-columns:max-content 1fr;gap:0.2em 1.2em;margin:0}
+.card dt{color:#59636e}.card dd{margin:0;font-weight:500}
+.card.channels{border-left-color:#1a7f37}.card.subcircuits{border-left-color:#8250df}
+.card.no_ticket{border-left-color:#9a6700}.card.inconclusive,.card.mixed{border-left-color:#bc4c00}
+.channels:is(.headline,td,dd){color:#1a7f37}.subcircuits:is(.headline,td,dd){color:#8250df}
+.no_ticket:is(.headline,td,dd){color:#9a6700}:is(.inconclusive,.mixed):is(.headline,td,dd){color:#bc4c00}
+td.ticket{color:#1a7f37}td.conflict{color:#cf222e}td.not_run{color:#8c959f}
+figure{margin:1.2em 0 2em}figure img{display:block;max-width:100%;height:auto;margin:0 auto}
+figcaption{font-size:0.92em;color:#31373d;margin-top:0.4em}
+.table{overflow-x:auto}table{border-collapse:collapse;font-size:13px;margin:0.6em 0}
+caption{text-align:left;font-weight:600;padding:0.2em 0}
+td,th{border:1px solid #d1d9e0;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f6f8fa}
+details{border:1px solid #d1d9e0;border-radius:6px;padding:0.3em 1em;margin:0.5em 0}
+details>summary{cursor:pointer;font-weight:600;padding:0.3em 0}details[open]>summary{margin-bottom:0.4em}
+.verdict{font-weight:600}
+"""
+
+
+def _card_html(card: Card) -> str:
+    esc = html.escape
+    facts = "".join(f"<dt>{esc(label)}</dt><dd class='{esc(_css_class(value))}'>{esc(value)}</dd>"
+                    for label, value in card.facts)
+    return (f"<section class='card {esc(card.css_class)}'><div class='label'>{esc(card.label)}</div>"
+            f"<div class='headline {esc(card.css_class)}'>{esc(card.headline)}</div><p class='why'>{esc(card.why)}</p>"
+            + (f"<dl>{facts}</dl>" if facts else "") + "</section>")
 
 
 def render_html(doc: Document) -> str:
-    """One HTML file with the figures inlined (it can be mailed or attached as it is)."""
+    """One HTML file with the figures inlined (it can be mailed or attached as it is): the card,
+    then each section (folded ones under a <details>), figures numbered at full width."""
     esc = html.escape
-    parts = [f"<h1>{esc(doc.title)}</h1>"]
+    parts = [f"<h1>{esc(doc.title)}</h1>"] + ([_card_html(doc.card)] if doc.card else [])
+    number = 0
     for section in doc.sections:
-        parts.append(f"<h2>{esc(section.title)}</h2>")
+        body = []
         for paragraph in section.paragraphs:
             cls = doc.css_class.get(paragraph)
-            parts.append(f"<p class='{esc(cls)}'>{esc(paragraph)}</p>" if cls else f"<p>{esc(paragraph)}</p>")
+            body.append(f"<p class='{esc(cls)}'>{esc(paragraph)}</p>" if cls else f"<p>{esc(paragraph)}</p>")
         if section.bullets:
-            parts.append("<ul>" + "".join(f"<li>{esc(b)}</li>" for b in section.bullets) + "</ul>")
-        parts += [_html_table(t) for t in section.tables]
+            body.append("<ul>" + "".join(f"<li>{esc(b)}</li>" for b in section.bullets) + "</ul>")
+        body += [_html_table(t) for t in section.tables]
         for f in section.figures:
+            number += 1
             data = base64.b64encode(f.path.read_bytes()).decode()
-            parts.append(f"<figure><img alt='{esc(f.name)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{esc(f.caption)}</figcaption></figure>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(doc.title)}</title>"
+            body.append(f"<figure><img alt='{esc(f.name)}' src='data:image/png;base64,{data}'>"
+                        f"<figcaption><b>Figure {number}.</b> {esc(f.caption)}</figcaption></figure>")
+        if section.folded:
+            parts.append(f"<details><summary>{esc(section.title)}</summary>{''.join(body)}</details>")
+        else:
+            parts.append(f"<section><h2>{esc(section.title)}</h2>{''.join(body)}</section>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>{esc(doc.title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
 

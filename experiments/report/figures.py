@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator, PercentFormatter
 
 from channels.compare import subspace_overlap
 from channels.plotting import plt, save_figure
@@ -16,12 +17,28 @@ from experiments.report.document import Figure
 from lth.branches import BRANCHES, style
 from lth.layout import ReportFiles
 
+SPECTRUM_FLOOR = 1e-6  # normalised eigenvalues drawn down to here (below: numerical zeros)
 
-def _remaining_axis(ax) -> None:
-    """x = % of weights remaining on a log scale, sparsest on the right; a light grid."""
+
+def _percent(value: float, _position=None) -> str:
+    """A tick label in percent: `100%`, `46.2%`, `6.9%` (at most three significant digits)."""
+    return f"{value:.3g}%"
+
+
+def _remaining_axis(ax, remaining: Sequence[float]) -> None:
+    """x = % of weights remaining on a log scale, sparsest on the right, ticked at the levels'
+    own densities (`remaining`, in %) in plain percent (no `6x10^1`); a light grid."""
     ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("% of weights remaining")
+    ticks = sorted({round(float(x), 1) for x in remaining if x > 0})
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+    if len(ticks) > 1:
+        ax.set_xlim(ticks[-1] * 1.08, ticks[0] / 1.08)  # inverted: dense on the left
+    else:
+        ax.invert_xaxis()
+    ax.set_xlabel("weights remaining")
     ax.grid(alpha=0.3)
 
 
@@ -49,11 +66,14 @@ def accuracy_figure(runs: Sequence[RunData], path: Path, metric: str = "test/acc
         n = max(len(a) for a in acc)
         ax.plot(x, mean, marker=look.marker, color=look.color, label=f"{line} (n={n})", linestyle=look.linestyle)
         ax.fill_between(x, [a.min() for a in acc], [a.max() for a in acc], color=look.color, alpha=0.2)
-    _remaining_axis(ax)
+    _remaining_axis(ax, [100 * job.density for run in runs for job in run.levels.values()])
+    if metric.endswith("acc"):
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
     return Figure("accuracy", save_figure(fig, path),
-                  f"{metric} against % of weights remaining: ticket line and controls, mean over runs, band = min-max.")
+                  f"{metric} against the weights remaining (log scale, sparsest on the right): the ticket line and "
+                  "its controls, mean over runs, band = min-max over runs.")
 
 
 def spectra_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
@@ -78,13 +98,16 @@ def spectra_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
                 eigs = final_eigenvalues(job.spectra, key)
                 ax.loglog(np.arange(1, eigs.size + 1), eigs / eigs.sum(), "k--",
                           label=f"random prune {100 * job.density:.0f}%")
+        if ax.get_ylim()[0] < SPECTRUM_FLOOR:  # numerical zeros of a rank-deficient spectrum would squash the rest
+            ax.set_ylim(SPECTRUM_FLOOR, 2 * max(float(np.max(line.get_ydata())) for line in ax.get_lines()))
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("rank i")
         ax.set_ylabel("p_i")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return Figure("spectra", save_figure(fig, path),
-                  f"Final eigenvalue spectra per level of {run.name} (normalised, log-log); dashed: random prune.")
+                  f"Final eigenvalue spectra per level of {run.name} (normalised, log-log; shares below "
+                  f"{SPECTRUM_FLOOR:g} of the total are cut); dashed: random prune.")
 
 
 def level_overlap_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
@@ -125,7 +148,7 @@ def instability_figure(runs: Sequence[RunData], path: Path) -> Figure | None:
         mine = [r for r in rows if r["run"] == name]
         left.plot([100 * r["density"] for r in mine], [100 * r["barrier"] for r in mine], "o-", label=name)
     left.axhline(100 * STABLE_BARRIER, color="k", linestyle="--", linewidth=1, label="stable below")
-    _remaining_axis(left)
+    _remaining_axis(left, [100 * r["density"] for r in rows])
     left.set_ylabel("error barrier (points)")
     left.legend(fontsize=7)
     first = [r for r in rows if r["run"] == rows[0]["run"]]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from channels.verdict.base import CHANNELS, NO_TICKET, SUBCIRCUITS, TICKET
-from channels.verdict.battery import TESTS
+from channels.verdict.base import CHANNELS, MIXED, NO_TICKET, SUBCIRCUITS, TICKET
+from channels.verdict.battery import PRECONDITIONS, TESTS
+from channels.verdict.learned import LEARNED, NOTHING_LEARNED
+from experiments.report.card import verdict_card
 from experiments.report.document import Document, Figure, Section, Table
 
-READING_STYLE = {CHANNELS: "bold green", SUBCIRCUITS: "bold magenta", NO_TICKET: "bold yellow", TICKET: "green",
-                 "inconclusive": "yellow", "not run": "dim", "conflict": "red"}
+READING_STYLE = {CHANNELS: "bold green", SUBCIRCUITS: "bold magenta", MIXED: "bold cyan", NO_TICKET: "bold yellow",
+                 NOTHING_LEARNED: "bold yellow", TICKET: "green", LEARNED: "green", "inconclusive": "yellow",
+                 "not run": "dim", "conflict": "red", "no power": "dim"}
+PRECONDITION_KEYS = {t.key for t in PRECONDITIONS}
 TEST_HEADERS = ["test", "title", "site", "effect [95% CI]", "seeds", "reading", "votes"]
 CONSOLE_HEADERS = ["test", "site", "effect [95% CI]", "seeds", "reading"]
 STABILITY_HEADERS = ["run", "level", "density", "start", "barrier", "rise_above_chord", "error_a", "error_b", "stable"]
@@ -40,7 +44,7 @@ def test_rows(result: dict) -> list[list[str]]:
             rows.append([key, test["title"], "-", "-", "0", test["reading"], "no"])
         for site, found in test["sites"].items():
             reading = found["reading"] + (" (provisional)" if found["provisional"] else "")
-            votes = "yes" if test["votes"] and not found["provisional"] and key != "T0" else "-"
+            votes = "yes" if test["votes"] and not found["provisional"] and key not in PRECONDITION_KEYS else "-"
             rows.append([key, test["title"], site, effect_text(found), str(len(found["units"])), reading, votes])
     return rows
 
@@ -57,10 +61,14 @@ def verdict_line(result: dict) -> str:
 def calibration_paragraph(calibration: dict | None) -> str:
     if not calibration:
         return "No calibration found: run `ltc calibrate` to see how the battery reads planted worlds."
-    right = len(calibration["worlds"]) - len(calibration["errors"])
-    return (f"On planted worlds of known truth (`ltc calibrate`, {calibration.get('date', 'undated')}, "
-            f"{calibration.get('seeds', '?')} seeds each) the battery read {right} of {len(calibration['worlds'])} "
-            f"right: verdict error rate {calibration['error_rate']:.0%}"
+    if "verdict_errors" not in calibration:
+        return "The calibration found predates the population of planted worlds: re-run `ltc calibrate`."
+    found = calibration["verdict_errors"]
+    lo, hi = found["interval"]
+    return (f"On a population of planted worlds of known truth (`ltc calibrate`, {calibration.get('date', 'undated')}, "
+            f"{found['total']} scored instances, {calibration.get('seeds', '?')} seeds each, population seed "
+            f"{calibration.get('population_seed', '?')}) the battery read {found['total'] - found['wrong']} of "
+            f"{found['total']} right: verdict error rate {found['rate']:.0%} [95% {lo:.0%}, {hi:.0%}]"
             + (f" (wrong: {', '.join(calibration['errors'])})" if calibration["errors"] else "") + ".")
 
 
@@ -72,12 +80,14 @@ def confusion_table(matrix: dict[str, dict[str, int]], caption: str, console: bo
 
 
 def _site_table(result: dict) -> Table:
-    rows = [[site, s["reading"] + (" (provisional)" if s["provisional"] else ""),
-             ", ".join(f"{k}: {v}" for k, v in s["tests"].items())] for site, s in result["sites"].items()]
-    return Table("readings per site", ["site", "reading", "from"], rows, styles=READING_STYLE)
+    rows = [[site, s["reading"], s["provisional_reading"], ", ".join(f"{k}: {v}" for k, v in s["tests"].items())]
+            for site, s in result["sites"].items()]
+    return Table("readings per site (a site reads when two tests agree and none contradicts)",
+                 ["site", "reading", "with provisional readings", "from"], rows, styles=READING_STYLE)
 
 
-def test_section(test: dict) -> Section:
+def test_section(test: dict, figures: list[Figure] = ()) -> Section:
+    """One test's detail (statistic, null, rule, each site's reading, its table and figure), folded."""
     bullets = [f"statistic: {test['statistic']}", f"null: {test['null']}", f"rule: {test['rule']}"]
     for site, found in test["sites"].items():
         units = ", ".join(f"{k} {fmt(v)}" for k, v in found["units"].items())
@@ -88,15 +98,18 @@ def test_section(test: dict) -> Section:
     columns = COLUMNS.get(test["test"]) or (sorted(test["details"][0]) if test["details"] else [])
     tables = [Table("details", columns, [[fmt(row.get(c)) for c in columns] for row in test["details"]])] \
         if test["details"] else []
-    return Section(f"{test['test']} {test['title']}: {test['reading']}", bullets=bullets, tables=tables)
+    return Section(f"{test['test']} {test['title']}: {test['reading']}", bullets=bullets, tables=tables,
+                   figures=list(figures), folded=True)
 
 
 def verdict_document(result: dict, figures: list[Figure]) -> Document:
-    """The whole report of `ltc report` from its verdict dict."""
+    """The whole report of `ltc report` from its verdict dict: the verdict card, the runs' figures,
+    the readings, calibration and stability; then runs and each test's detail (with its figure), folded."""
     line = verdict_line(result)
-    summary = Section("Verdict", [line, f"How: {result['rule']}"],
-                      tables=[Table("", TEST_HEADERS, test_rows(result), CONSOLE_HEADERS, READING_STYLE),
-                              _site_table(result)], console=True)
+    summary = Section("Readings", [line, f"How: {result['rule']}"],
+                      tables=[Table("", TEST_HEADERS, test_rows(result), CONSOLE_HEADERS, READING_STYLE)], console=True)
+    if result.get("sites"):
+        summary.tables.append(_site_table(result))
     calibration = result.get("calibration")
     cal = Section("Calibration on planted worlds", [calibration_paragraph(calibration)], console=True)
     if calibration:
@@ -108,7 +121,9 @@ def verdict_document(result: dict, figures: list[Figure]) -> Document:
                         console=True)
     if result["stability"]["rows"]:
         stability.tables.append(Table("", STABILITY_HEADERS, stability_table(result), console_columns=[]))
-    sections = [summary, cal, runs, stability, Section("Figures", figures=figures)]
-    sections += [test_section(test) for test in result["tests"].values()]
+    runs.folded = True
+    main = [f for f in figures if f.name not in result["tests"]]
+    sections = [Section("Figures", figures=main), summary, cal, stability, runs]
+    sections += [test_section(test, [f for f in figures if f.name == key]) for key, test in result["tests"].items()]
     return Document(f"Lottery tickets: channels or subcircuits? ({result['experiment']})", sections,
-                    css_class={line: f"verdict {result['verdict'].replace(' ', '_')}"})
+                    css_class={line: f"verdict {result['verdict'].replace(' ', '_')}"}, card=verdict_card(result))

@@ -77,6 +77,13 @@ class OptimConfig:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _last_step(trainer: pl.Trainer) -> bool:
+    """Whether the running training step is the last of the fit (by `max_steps` or `max_epochs`)."""
+    if trainer.max_steps > 0 and trainer.global_step + 1 >= trainer.max_steps:
+        return True
+    return bool(trainer.is_last_batch and trainer.max_epochs and trainer.current_epoch + 1 >= trainer.max_epochs)
+
+
 class Task(pl.LightningModule):
     """Base task: holds `net` and its optimiser settings (`OptimConfig`, passed as keyword
     arguments: a recipe's `optimizer`, `lr`, ... keys)."""
@@ -85,9 +92,22 @@ class Task(pl.LightningModule):
         super().__init__()
         self.net = net
         self.optim = OptimConfig(**optim)
+        self.step_metrics: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def log_step(self, name: str, value: torch.Tensor, prog_bar: bool = False) -> None:
+        """`self.log` a training-step metric on the steps the loggers write (every
+        `trainer.log_every_n_steps`) and on the last step: a `self.log` call costs about as much as a
+        small MLP's whole step, and the values logged between those steps are never written. The
+        latest value of a `prog_bar` metric is kept in `step_metrics` for the progress display."""
+        if prog_bar:
+            self.step_metrics[name] = value.detach()
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        if connector is None or connector.should_update_logs or _last_step(trainer):
+            self.log(name, value, prog_bar=prog_bar)
 
     def count_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(number of correct predictions, number of predictions) in one batch."""

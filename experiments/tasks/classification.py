@@ -20,7 +20,7 @@ class ClassificationTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(self.net(x), y)  # a non-finite loss stops every rank together (DivergenceGuard)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         return loss
 
     def _evaluate(self, batch, split: str, metric: torchmetrics.Metric) -> None:

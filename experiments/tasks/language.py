@@ -109,8 +109,8 @@ class LanguageModelTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss_sum, correct, count = self.token_sums(batch)
         loss = loss_sum / count.clamp(min=1)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", correct / count.clamp(min=1))
+        self.log_step("train/loss", loss, prog_bar=True)
+        self.log_step("train/acc", correct / count.clamp(min=1))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

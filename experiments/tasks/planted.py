@@ -40,6 +40,6 @@ class PlantedTask(ClassificationTask):
             logits = self.net(x)
         ce = F.cross_entropy(logits, y)
         distill = F.mse_loss(acts[self.distill_site], h)
-        self.log("train/distill", distill)
-        self.log("train/loss", ce, prog_bar=True)
+        self.log_step("train/distill", distill)
+        self.log_step("train/loss", ce, prog_bar=True)
         return ce + self.distill_weight * distill

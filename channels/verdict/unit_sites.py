@@ -1,0 +1,85 @@
+"""The sites whose units the tests read, for a run's network: the input coordinates, when the input
+is a feature vector, and every hidden layer with a unit layout (`channels.verdict.units`).
+
+Each site comes with the layout that says which weights belong to each of its units, so the
+ticket's mask can be read per unit: an input coordinate owns its column of the first layer's
+weight; a hidden unit its row of the layer's weight (and bias) and its column of the next one.
+`ticket_paths` reads the mask as a graph: how many of the ticket's input-to-output paths run
+through each unit.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from channels.verdict.units import Layout, mlp_unit_layout, unit_keep_fraction
+
+INPUT = "input"
+
+
+@dataclass(frozen=True)
+class UnitSite:
+    """A site, its unit count and the layout of its units' weights."""
+
+    name: str
+    units: int
+    layout: Layout
+
+
+def input_site(mask: Mapping[str, torch.Tensor], x: torch.Tensor) -> UnitSite | None:
+    """The input coordinates of a network fed feature vectors (x float, (n, d)); None otherwise."""
+    if not torch.is_floating_point(x) or x.dim() != 2:
+        return None
+    first = next((name for name, m in mask.items() if m.dim() == 2 and m.shape[1] == x.shape[1]), None)
+    return None if first is None else UnitSite(INPUT, x.shape[1], [(first, 1)])
+
+
+def hidden_sites(mask: Mapping[str, torch.Tensor]) -> list[UnitSite]:
+    """Every MLP hidden layer `act.i` whose weights are in the mask, in depth order."""
+    found, i = [], 0
+    while (layout := mlp_unit_layout(mask.keys(), f"act.{i}")) is not None:
+        found.append(UnitSite(f"act.{i}", mask[layout[0][0]].shape[0], layout))
+        i += 1
+    return found
+
+
+def unit_sites(mask: Mapping[str, torch.Tensor], x: torch.Tensor) -> list[UnitSite]:
+    """The input (when it has coordinates of its own) and the hidden layers."""
+    first = input_site(mask, x)
+    return ([first] if first is not None else []) + hidden_sites(mask)
+
+
+def _chain(mask: Mapping[str, torch.Tensor], sites: list[UnitSite]) -> list[torch.Tensor] | None:
+    """The weight masks from the input to the output, (out, in) each, when the hidden sites form a
+    plain chain (each layer's reader is the next one's writer); None otherwise."""
+    hidden = [s for s in sites if s.name != INPUT]
+    if not hidden:
+        return None
+    names = [hidden[0].layout[0][0]] + [s.layout[1][0] for s in hidden]
+    if any(s.layout[0][0] != names[i] for i, s in enumerate(hidden)) or any(mask[n].dim() != 2 for n in names):
+        return None
+    return [mask[n].double() for n in names]
+
+
+def ticket_paths(mask: Mapping[str, torch.Tensor], sites: list[UnitSite]) -> dict[str, np.ndarray]:
+    """Per site and unit: the number of input-to-output paths of the mask's graph that run through
+    the unit, (paths from the inputs to it) x (paths from it to the outputs). A unit the ticket keeps
+    but cuts off from the output (its outgoing weights pruned) carries none. Networks that are no
+    plain chain fall back to the fraction of each unit's weights the mask keeps."""
+    chain = _chain(mask, sites)
+    if chain is None:
+        return {s.name: unit_keep_fraction(mask, s.layout) for s in sites}
+    into = [torch.ones(chain[0].shape[1], dtype=torch.float64)]
+    for layer in chain[:-1]:
+        into.append(layer @ into[-1])
+    out_of = [torch.ones(chain[-1].shape[0], dtype=torch.float64)]
+    for layer in reversed(chain):
+        out_of.insert(0, layer.T @ out_of[0])
+    hidden = [s for s in sites if s.name != INPUT]
+    found = {s.name: (into[i + 1] * out_of[i + 1]).numpy() for i, s in enumerate(hidden)}
+    if any(s.name == INPUT for s in sites):
+        found[INPUT] = out_of[0].numpy()
+    return found

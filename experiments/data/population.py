@@ -1,0 +1,122 @@
+"""The population of planted worlds that `ltc calibrate` reads: families x random instances.
+
+Each instance draws its shape within stated ranges (`RANGES`: inputs, widths, depth, classes,
+rank, label noise) and its family's knobs (busy units, unit scales, the `mixed` variant, the
+narrow rank-1 channel, in a `mixed` world whose input selection gives IMP a ticket to find: a
+dense channel alone at 8% of the weights is found as well by random masks), trains its student
+with SGD or with Adam (alternating within a family),
+and goes through one shared recipe (`configs/planted/population.yaml`: the same steps, prune
+fraction, levels and branches for every world). The `dial` family is a fixed sweep of alpha.
+Everything is drawn from `population_seed`: the default is a seed never used while the rules were
+being written, so the reported confusion matrix reads fresh worlds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from experiments.data.planted import DISTILLED, MIXED_VARIANTS, WORLDS, Spec
+from lth.seeds import derive_seed
+
+DEFAULT_POPULATION_SEED = 20261202  # fresh: the rules were developed on population seeds 0..9
+RANGES = {
+    "in_features": (24, 32, 40, 48),
+    "width": (32, 48, 64),
+    "depth": (1, 2, 3),
+    "later_width": (32, 48),
+    "classes": (3, 4, 5, 6),
+    "rank": (2, 3, 4, 5),
+    "label_noise": (0.0, 0.05),  # uniform
+    "busy": (0.5, 1.0),  # uniform: share of a circuit teacher's other units that are active
+    "unit_scale": (0.0, 1.0),  # uniform: sigma of a dense teacher's lognormal unit scales
+}
+LEARNING_RATES = {"sgd": 0.05, "adam": 0.005}
+PER_FAMILY = {"input_subcircuit": 4, "input_channel": 4, "hidden_subcircuit": 4, "hidden_channel": 4, "mixed": 4,
+              "no_ticket": 2, "nothing_to_learn": 2}
+DIAL = (0.0, 0.25, 0.5, 0.75, 1.0)
+QUICK_DIAL = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One world instance: its name, family, spec, student and training choices."""
+
+    name: str
+    family: str
+    spec: Spec
+    hidden: tuple[int, ...]
+    optimizer: str
+    label_noise: float
+    world_seed: int
+    knobs: dict = field(default_factory=dict)
+
+    @property
+    def truths(self) -> dict[str, str]:
+        return WORLDS[self.family].truths(self.spec)
+
+    @property
+    def verdict_truth(self) -> str:
+        return WORLDS[self.family].verdict_truth(self.spec)
+
+    def overrides(self) -> list[str]:
+        """`ltc imp` flags that put this instance into the shared recipe."""
+        s = self.spec
+        data = {"world": self.family, "in_features": s.d, "width": s.width, "num_classes": s.classes, "rank": s.rank,
+                "busy": s.busy, "unit_scale": s.unit_scale, "variant": s.variant, "alpha": s.alpha, "coords": s.coords,
+                "label_noise": self.label_noise, "world_seed": self.world_seed}
+        flags = [f"--data.init_args.{k}={v}" for k, v in data.items()]
+        return flags + [f"--model.init_args.net.init_args.in_features={s.d}",
+                        f"--model.init_args.net.init_args.hidden=[{', '.join(map(str, self.hidden))}]",
+                        f"--model.init_args.net.init_args.num_classes={s.classes}",
+                        f"--model.init_args.num_classes={s.classes}",
+                        f"--model.init_args.optimizer={self.optimizer}",
+                        f"--model.init_args.lr={LEARNING_RATES[self.optimizer]}",
+                        f"--experiment=planted_{self.name}"]
+
+    def describe(self) -> dict:
+        return {"family": self.family, "d": self.spec.d, "width": self.spec.width, "hidden": list(self.hidden),
+                "classes": self.spec.classes, "rank": self.spec.rank, "optimizer": self.optimizer,
+                "label_noise": round(self.label_noise, 4), "world_seed": self.world_seed, **self.knobs}
+
+
+def draw_instance(family: str, index: int, population_seed: int, alpha: float | None = None) -> Instance:
+    """Instance `index` of `family`, drawn from (population_seed, family, index)."""
+    rng = np.random.default_rng(derive_seed(population_seed, family, index))
+    pick = lambda key: RANGES[key][int(rng.integers(len(RANGES[key])))]
+    d, width, depth, classes, rank = (pick(k) for k in ("in_features", "width", "depth", "classes", "rank"))
+    noise = float(rng.uniform(*RANGES["label_noise"]))
+    knobs: dict = {}
+    spec = {"d": d, "width": width, "classes": classes, "rank": rank}
+    if family == "hidden_subcircuit" or family == "mixed":
+        spec["busy"] = knobs["busy"] = round(float(rng.uniform(*RANGES["busy"])), 3)
+    if family == "hidden_channel":
+        spec["unit_scale"] = knobs["unit_scale"] = round(float(rng.uniform(*RANGES["unit_scale"])), 3)
+    if family == "mixed":
+        spec["variant"] = knobs["variant"] = MIXED_VARIANTS[index % len(MIXED_VARIANTS)]
+        if index == 0:  # the narrow rank-1 channel: one latent of 3 input coordinates spread densely over
+            spec.update(width=16, rank=1, coords=3, classes=6)  # 16 units, whose best few carry much of it
+            knobs["narrow"] = True
+    if family == "dial":
+        spec["alpha"] = knobs["alpha"] = float(alpha)
+    spec["rank"] = min(spec["rank"], spec["d"], spec["width"])
+    hidden = (spec["width"], *(pick("later_width") for _ in range(depth - 1)))
+    name = f"{family}_{index}" if alpha is None else f"dial_{round(100 * alpha):03d}"
+    return Instance(name, family, Spec(**spec), hidden, ("sgd", "adam")[index % 2], noise,
+                    derive_seed(population_seed, family, index, "world"), knobs)
+
+
+def draw_population(population_seed: int, families: list[str] | None = None, quick: bool = False,
+                    dial: bool = True) -> list[Instance]:
+    """Every instance: `PER_FAMILY` of each family (one with `quick`), then the dial's alphas."""
+    chosen = families or list(PER_FAMILY)
+    instances = [draw_instance(f, i, population_seed) for f in chosen if f in PER_FAMILY
+                 for i in range(1 if quick else PER_FAMILY[f])]
+    if dial and (families is None or "dial" in families):
+        alphas = QUICK_DIAL if quick else DIAL
+        instances += [draw_instance("dial", 0, population_seed, alpha=a) for a in alphas]  # one world, moved
+    return instances
+
+
+def is_distilled(instance: Instance) -> bool:
+    return instance.family in DISTILLED
