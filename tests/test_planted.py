@@ -40,7 +40,9 @@ def test_the_population_spans_the_families_optimisers_and_ranges():
         assert 0 <= i.label_noise <= 0.05 and i.spec.classes in RANGES["classes"]
     assert any(i.knobs.get("narrow") and i.spec.width == 16 and i.spec.rank == 1 for i in population)
     assert {i.verdict_truth for i in scored} == {SUBCIRCUITS, CHANNELS, MIXED, NO_TICKET, NOTHING_LEARNED}
-    assert [i.spec.alpha for i in population if i.family == "dial"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert [i.spec.alpha for i in population if i.family == "dial"] == [0.0, 1.0, 0.25, 0.5, 0.75]  # ends first
+    prefix = draw_population(DEFAULT_POPULATION_SEED, limit=8)  # round-robin: any prefix spans the families
+    assert len({i.family for i in prefix}) == 8 and prefix == population[:8]
     fresh = {i.world_seed for i in population}
     assert not fresh & {i.world_seed for seed in range(10) for i in draw_population(seed)}  # never seen in development
 
