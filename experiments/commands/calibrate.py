@@ -86,15 +86,16 @@ def plan(instances: list[Instance], cfg, layout: CalibrationLayout, tmp: Path) -
 
 def reading_key(instance: Instance, run_dirs: list[Path]) -> str:
     """sha256 of what an instance's reading depends on: the reading code (every source file of
-    `channels`), the instance and its truths, and its runs' files (path, size, mtime)."""
+    `channels`), the instance and its truths, and its runs' files (path and content: a resumed run
+    rewrites its config.yaml with the same content)."""
     digest = hashlib.sha256()
     for source in sorted(Path(channels.__file__).parent.rglob("*.py")):
         digest.update(source.read_bytes())
     digest.update(json.dumps([instance.describe(), instance.truths, instance.verdict_truth], sort_keys=True).encode())
     for run_dir in run_dirs:
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(run_dir.parent)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update(f"{path.relative_to(run_dir.parent)}|".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 
