@@ -8,7 +8,11 @@ network's ``input`` or ``output``, or, for Hugging Face transformers, a named pl
 - ``resid_post.{l}``: the hidden states leaving block l (before any final norm);
 - ``mlp_hidden.{l}``: the MLP's hidden activation after its nonlinearity, i.e. the input
   of the MLP's output projection;
-- ``attn_out.{l}``: the attention sub-layer's output, before it joins the residual.
+- ``attn_out.{l}``: the attention sub-layer's output, before it joins the residual;
+- ``attn.{l}``: the heads' outputs before the output projection (the input of GPT-2's
+  ``attn.c_proj``, GPT-NeoX's ``attention.dense``, Llama's ``self_attn.o_proj``), shape
+  (..., n_heads * d_head) with head h at ``[h * d_head, (h + 1) * d_head)``: the site of the
+  attention heads as units (``channels.units``).
 
 Negative ``l`` counts from the last block. Sites are read with forward hooks (`capture`,
 `run_sites`) and overwritten with `replace`, so every measurement runs the model's own code.
@@ -54,6 +58,12 @@ BLOCK_SITES: dict[str, tuple[tuple[str, str], ...]] = {
         ("attn", "output"),  # GPT-2
         ("self_attn", "output"),  # Llama
         ("attention", "output"),  # GPT-NeoX
+    ),
+    "attn": (
+        ("attn.c_proj", "input"),  # GPT-2
+        ("attention.dense", "input"),  # GPT-NeoX
+        ("self_attn.o_proj", "input"),  # Llama
+        ("attention.output.dense", "input"),  # BERT
     ),
 }
 

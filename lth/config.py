@@ -66,6 +66,9 @@ class ImpConfig:
         rotation: also run a whole IMP line on the network with its basis rotated at init
             (function unchanged; `Environment.rotate`), in `branches/rotated/`.
         basis_sgd_lr: learning rate of the `basis_*_sgd` branches (SGD, momentum 0.9).
+        basis_sgd_weight_decay: decoupled weight decay of the `basis_*_sgd` branches (each step
+            w <- w (1 - lr * wd), as AdamW; 0 = none). The recipe's weight decay is not used there:
+            tuned for Adam, it would be a coupled L2 under SGD.
     """
 
     levels: int = run_only(5)
@@ -81,6 +84,7 @@ class ImpConfig:
     checkpoint_every_n_steps: int = run_only(200)
     rotation: bool = False
     basis_sgd_lr: float = added(0.05)
+    basis_sgd_weight_decay: float = added(0.0)
 
     def resolved_branch_levels(self) -> tuple[list[int], str | None]:
         """The pruned levels the branches run at, and a note when `branch_levels` named levels this
@@ -124,5 +128,8 @@ class ImpConfig:
             raise LTCError("imp.checkpoint_every_n_steps must be >= 1")
         if self.basis_sgd_lr <= 0:
             raise LTCError(f"imp.basis_sgd_lr must be positive, got {self.basis_sgd_lr}")
+        if not 0 <= self.basis_sgd_lr * self.basis_sgd_weight_decay < 1:
+            raise LTCError(f"imp.basis_sgd_weight_decay must be >= 0 with basis_sgd_lr * weight decay < 1, "
+                           f"got {self.basis_sgd_weight_decay}")
         if self.instability_points < 2:
             raise LTCError(f"imp.instability_points must be >= 2 (both copies), got {self.instability_points}")

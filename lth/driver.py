@@ -104,8 +104,9 @@ class Environment(Protocol):
     def rotate(self, net: torch.nn.Module, generator: torch.Generator) -> None:
         """Change the net's basis in place without changing its function (the rotated line)."""
 
-    def basis_change(self, seed: int) -> BasisChange:
-        """A function-preserving random change of the net's basis (`lth.basis`), drawn from `seed`."""
+    def basis_change(self, seed: int, rotate: bool = True) -> BasisChange:
+        """A function-preserving random change of the net's basis (`lth.basis`), drawn from `seed`;
+        `rotate=False`: the same change with the identity (the control arm)."""
 
     def test_error(self, task: pl.LightningModule, device: torch.device) -> float:
         """Test error (1 - accuracy) of the task's net as loaded, on `device` (the instability
@@ -241,7 +242,8 @@ class IMPDriver:
             ticket_weights=lambda: self._trained(ticket_files),
             dense_weights=lambda: self._trained(self.layout.job(0)), fresh_init=self._fresh_init,
             test_error=self.env.test_error, basis_change=self.env.basis_change,
-            instability_points=self.cfg.instability_points, sgd_lr=self.cfg.basis_sgd_lr)
+            instability_points=self.cfg.instability_points, sgd_lr=self.cfg.basis_sgd_lr,
+            sgd_weight_decay=self.cfg.basis_sgd_weight_decay)
         plan = branch.plan(context)
         self._train(self._job(level, branch.name, files, plan.mask), plan)
 

@@ -314,10 +314,14 @@ class CalibrationLayout(_Root):
 
         <out>/population_<p>/<instance>/seed_<s>/   a run directory (RunLayout)
         <out>/logs/               the runs' logs
+        <out>/readings/<instance>.json   each instance's scored reading, kept while its inputs stand
         <out>/report/             calibration.json, report.md, index.html, figures/
     """
 
     logs = _Under(LOGS)
+
+    def reading(self, instance: str) -> Path:
+        return self.root / "readings" / f"{instance}.json"
 
     def run(self, world: str, seed: int) -> Path:
         return self.root / world / f"seed_{seed}"

@@ -15,7 +15,7 @@ from channels.verdict.causal import ablations, ticket_order
 from channels.verdict.coordinates import canonical_frame
 from channels.verdict.localisation import localisation
 from channels.verdict.unit_sites import ticket_paths, unit_sites
-from channels.verdict.units import mlp_unit_layout, permute_units
+from channels.units import mlp_unit_layout, permute_units
 from experiments.data.planted import WORLDS, Spec
 from experiments.models.mlp import MLP
 from lth.pruning import magnitude_prune
@@ -53,7 +53,7 @@ def _rescaled_and_permuted(net: MLP, mask: dict, seed: int = 1) -> tuple[MLP, di
         scale = torch.exp(torch.randn(site.units, generator=gen, dtype=torch.float64))
         state[f"hidden.{i}.weight"] *= scale[:, None]
         state[f"hidden.{i}.bias"] *= scale
-        reader = site.layout[1][0]
+        reader = site.reader
         state[reader] /= scale[None, :]
     for site in sites:
         perm = torch.randperm(site.units, generator=gen).numpy()

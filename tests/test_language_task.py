@@ -139,3 +139,12 @@ def test_error_rate_is_one_minus_the_test_accuracy_lightning_reports(task):
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     acc = trainer.test(task, dataloaders=loader, verbose=False)[0]["test/acc"]
     assert task.error_rate(loader, torch.device("cpu")) == pytest.approx(1 - acc, abs=1e-6)
+
+
+def test_chance_is_the_most_frequent_label_among_the_scored_ones():
+    from experiments.tasks.base import MajorityChance
+
+    chance = MajorityChance(5)
+    chance.update(torch.tensor([[-100, 1, 1], [-100, 2, 1]]))
+    chance.update(torch.tensor([3, -100]))
+    assert float(chance.compute()) == pytest.approx(3 / 5)

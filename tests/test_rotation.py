@@ -9,7 +9,10 @@ import torch
 
 from experiments.models.gpt import gpt2
 from lth.errors import LTCError
-from lth.rotation import fold_layer_norms, random_rotation_fixing_ones, rotate_residual_basis
+from channels.units import residual_layout
+from lth.folding import fold_norms
+from lth.orthogonal import random_rotation_fixing_ones
+from lth.rotation import rotate_residual_basis
 
 
 def tiny_gpt(dtype: torch.dtype = torch.float64, tie: bool = False, seed: int = 0):
@@ -58,7 +61,7 @@ def test_rotation_matrix_follows_the_generator():
 def test_folding_layer_norms_keeps_the_function():
     model = tiny_gpt()
     before = logits(model, IDS)
-    fold_layer_norms(model)
+    fold_norms(model)
     torch.testing.assert_close(logits(model, IDS), before, atol=1e-10, rtol=0)
     for block in model.transformer.h:
         assert torch.equal(block.ln_1.weight, torch.ones(16, dtype=torch.float64))
@@ -70,7 +73,7 @@ def test_folding_layer_norms_keeps_the_function():
 def test_rotation_keeps_logits_in_float64(tie):
     model = tiny_gpt(tie=tie)
     before = logits(model, IDS)
-    rotate_residual_basis(model, torch.Generator().manual_seed(0))
+    rotate_residual_basis(model, residual_layout(model).slots, torch.Generator().manual_seed(0))
     assert model.lm_head.weight is not model.transformer.wte.weight
     torch.testing.assert_close(logits(model, IDS), before, atol=1e-9, rtol=0)
 
@@ -78,7 +81,7 @@ def test_rotation_keeps_logits_in_float64(tie):
 def test_rotation_keeps_logits_in_float32():
     model = tiny_gpt(torch.float32)
     before = logits(model, IDS)
-    rotate_residual_basis(model, torch.Generator().manual_seed(0))
+    rotate_residual_basis(model, residual_layout(model).slots, torch.Generator().manual_seed(0))
     torch.testing.assert_close(logits(model, IDS), before, atol=1e-4, rtol=0)
 
 
@@ -90,7 +93,7 @@ def test_rotation_rotates_the_residual_stream_by_q():
         b.register_forward_hook(lambda m, i, o: captured.append(o[0])) for b in model.transformer.h
     ]
     logits(model, IDS)
-    q = rotate_residual_basis(model, torch.Generator().manual_seed(0))
+    q = rotate_residual_basis(model, residual_layout(model).slots, torch.Generator().manual_seed(0))
     logits(model, IDS)
     for hook in hooks:
         hook.remove()
@@ -102,7 +105,7 @@ def test_rotation_rotates_the_residual_stream_by_q():
 def test_rotation_changes_the_embedding_basis_but_not_its_geometry():
     model = tiny_gpt()
     wte = model.transformer.wte.weight.clone()
-    rotate_residual_basis(model, torch.Generator().manual_seed(0))
+    rotate_residual_basis(model, residual_layout(model).slots, torch.Generator().manual_seed(0))
     rotated = model.transformer.wte.weight
     assert (rotated - wte).abs().max() > 0.1 * wte.abs().max()
     torch.testing.assert_close(rotated @ rotated.T, wte @ wte.T, atol=1e-10, rtol=0)
@@ -116,7 +119,7 @@ def test_rotation_moves_the_largest_weights():
     with torch.no_grad():
         c_fc[5, :10] = 1.0
     top_before = set(c_fc.abs().flatten().topk(10).indices.tolist())
-    rotate_residual_basis(model, torch.Generator().manual_seed(0))
+    rotate_residual_basis(model, residual_layout(model).slots, torch.Generator().manual_seed(0))
     top_after = set(c_fc.abs().flatten().topk(10).indices.tolist())
     assert len(top_before & top_after) <= 1
     assert c_fc.abs().max() < 0.6
@@ -127,4 +130,4 @@ def test_zero_final_gain_is_refused():
     with torch.no_grad():
         model.transformer.ln_f.weight[0] = 0.0
     with pytest.raises(LTCError, match="ln_f"):
-        rotate_residual_basis(model)
+        rotate_residual_basis(model, residual_layout(model).slots)

@@ -33,8 +33,8 @@ from channels.verdict.base import (
 )
 from channels.verdict.rundata import RunData
 from channels.verdict.stats import hypergeometric_overlap
+from channels.units import permute_units, weight_matching
 from channels.verdict.unit_sites import hidden_sites
-from channels.verdict.units import permute_units, weight_matching
 
 SHARED, NOT_SHARED = "shared", "not shared"
 

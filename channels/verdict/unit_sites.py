@@ -1,5 +1,5 @@
 """The sites whose units the tests read, for a run's network: the input coordinates, when the input
-is a feature vector, and every hidden layer with a unit layout (`channels.verdict.units`).
+is a feature vector, and every hidden layer with a unit layout (`channels.units`).
 
 Each site comes with the layout that says which weights belong to each of its units, so the
 ticket's mask can be read per unit: an input coordinate owns its column of the first layer's
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from channels.verdict.units import Layout, mlp_unit_layout, unit_keep_fraction
+from channels.units import UnitLayout, mlp_unit_layout, unit_keep_fraction
+from lth.reparam import IN, OUT, Slot
 
 INPUT = "input"
 
@@ -26,7 +27,17 @@ class UnitSite:
 
     name: str
     units: int
-    layout: Layout
+    layout: UnitLayout
+
+    @property
+    def writer(self) -> str:
+        """The weight that writes the site's units (its rows are the units; none for the input)."""
+        return next(slot.name for slot in self.layout.slots if slot.role == IN and slot.name.endswith("weight"))
+
+    @property
+    def reader(self) -> str:
+        """The weight that reads the site's units (its columns are the units)."""
+        return next(slot.name for slot in self.layout.slots if slot.role == OUT)
 
 
 def input_site(mask: Mapping[str, torch.Tensor], x: torch.Tensor) -> UnitSite | None:
@@ -34,14 +45,14 @@ def input_site(mask: Mapping[str, torch.Tensor], x: torch.Tensor) -> UnitSite | 
     if not torch.is_floating_point(x) or x.dim() != 2:
         return None
     first = next((name for name, m in mask.items() if m.dim() == 2 and m.shape[1] == x.shape[1]), None)
-    return None if first is None else UnitSite(INPUT, x.shape[1], [(first, 1)])
+    return None if first is None else UnitSite(INPUT, x.shape[1], UnitLayout(INPUT, "coordinate", (Slot(first, 1, role=OUT),), False, x.shape[1]))
 
 
 def hidden_sites(mask: Mapping[str, torch.Tensor]) -> list[UnitSite]:
     """Every MLP hidden layer `act.i` whose weights are in the mask, in depth order."""
     found, i = [], 0
     while (layout := mlp_unit_layout(mask.keys(), f"act.{i}")) is not None:
-        found.append(UnitSite(f"act.{i}", mask[layout[0][0]].shape[0], layout))
+        found.append(UnitSite(f"act.{i}", layout.count(mask), layout))
         i += 1
     return found
 
@@ -58,8 +69,8 @@ def _chain(mask: Mapping[str, torch.Tensor], sites: list[UnitSite]) -> list[torc
     hidden = [s for s in sites if s.name != INPUT]
     if not hidden:
         return None
-    names = [hidden[0].layout[0][0]] + [s.layout[1][0] for s in hidden]
-    if any(s.layout[0][0] != names[i] for i, s in enumerate(hidden)) or any(mask[n].dim() != 2 for n in names):
+    names = [hidden[0].writer] + [s.reader for s in hidden]
+    if any(s.writer != names[i] for i, s in enumerate(hidden)) or any(mask[n].dim() != 2 for n in names):
         return None
     return [mask[n].double() for n in names]
 

@@ -1,6 +1,6 @@
 """`ltc calibrate`: the battery on a population of planted worlds whose truth is known, site by site.
 
-    ltc calibrate [--quick] [--families '[input_subcircuit, ...]'] [--population_seed S]
+    ltc calibrate [--quick] [--families '[input_subcircuit, ...]'] [--instances N] [--population_seed S]
                   [--seeds '[0,1,2,3,4]'] [--workers 2] [--out runs/calibration] [--wandb.mode ...]
 
 Draws the population (`experiments.data.population`: families x random instances, SGD and Adam
@@ -14,11 +14,14 @@ run directories: re-running resumes. `--quick`: one instance per family and the 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
+import channels
 from channels.verdict.battery import run_battery, verdict
 from channels.verdict.calibration import calibration, instance_entry
 from channels.verdict.dial import dial_summary
@@ -49,6 +52,8 @@ def build_parser():
     parser.add_argument("--families", type=list[str] | None, default=None,
                         help=f"families to draw (default all): {', '.join(FAMILIES)}")
     parser.add_argument("--quick", type=bool, default=False, help="one instance per family, the dial's two ends")
+    parser.add_argument("--instances", type=int | None, default=None,
+                        help="only the first N instances of the round-robin order (a balanced smaller population)")
     parser.add_argument("--population_seed", type=int, default=DEFAULT_POPULATION_SEED,
                         help="seed of the population's instances (the default was never used to develop the rules)")
     parser.add_argument("--seeds", type=list[int], default=[0, 1, 2, 3, 4], help="init seeds per instance (>= 5 to read)")
@@ -79,13 +84,39 @@ def plan(instances: list[Instance], cfg, layout: CalibrationLayout, tmp: Path) -
     return launches
 
 
+def reading_key(instance: Instance, run_dirs: list[Path]) -> str:
+    """sha256 of what an instance's reading depends on: the reading code (every source file of
+    `channels`), the instance and its truths, and its runs' files (path and content: a resumed run
+    rewrites its config.yaml with the same content)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(channels.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    digest.update(json.dumps([instance.describe(), instance.truths, instance.verdict_truth], sort_keys=True).encode())
+    for run_dir in run_dirs:
+        for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(run_dir.parent)}|".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def read_instance(instance: Instance, population_seed: int, seeds: list[int], root: str, threads: int) -> dict:
-    """The battery's verdict on one instance's runs, scored: a line of calibration.json."""
+    """The battery's verdict on one instance's runs, scored: a line of calibration.json. Kept in
+    `readings/<instance>.json` and reused while the code, the instance and its runs are unchanged
+    (an interrupted calibration resumes its reading too)."""
     limit_cpu_threads(threads)  # the tests' small products crawl when threads outnumber free cores
     layout = CalibrationLayout(Path(root))
-    runs = [load_run(layout.run(instance_dir(population_seed, instance), seed)) for seed in seeds]
+    run_dirs = [layout.run(instance_dir(population_seed, instance), seed) for seed in seeds]
+    key, saved = reading_key(instance, run_dirs), layout.reading(instance.name)
+    if saved.is_file():
+        cached = json.loads(saved.read_text())
+        if cached.get("key") == key:
+            return cached["entry"]
+    runs = [load_run(run_dir) for run_dir in run_dirs]
     result = verdict(run_battery(runs, RunNetworks.for_runs(runs)))
-    return instance_entry(instance.name, instance.describe(), instance.truths, instance.verdict_truth, result)
+    entry = instance_entry(instance.name, instance.describe(), instance.truths, instance.verdict_truth, result)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(saved, {"key": key, "entry": entry})
+    return entry
 
 
 def read_all(instances: list[Instance], cfg, layout: CalibrationLayout) -> list[dict]:
@@ -110,6 +141,8 @@ def main(argv: list[str]) -> int:
     cfg = parse(build_parser(), argv)
     if cfg.workers < 1 or cfg.threads < 1:
         raise LTCError("--workers and --threads must be >= 1")
+    if cfg.instances is not None and cfg.instances < 1:
+        raise LTCError(f"--instances must be >= 1, got {cfg.instances}")
     if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
         raise LTCError(f"--seeds must be distinct and non-empty, got {cfg.seeds}")
     unknown = [f for f in cfg.families or [] if f not in FAMILIES]
@@ -118,7 +151,7 @@ def main(argv: list[str]) -> int:
     if not Path(cfg.recipe).is_file():
         raise LTCError(f"no recipe at {cfg.recipe}: pass --recipe with the shared recipe of the worlds")
     mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
-    instances = draw_population(cfg.population_seed, cfg.families, cfg.quick)
+    instances = draw_population(cfg.population_seed, cfg.families, cfg.quick, limit=cfg.instances)
     layout = CalibrationLayout(Path(cfg.out))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,13 +23,15 @@ from experiments.environment.progress import ExperimentClock, JobProgress
 from experiments.runtime import console
 from experiments.settings import WandbConfig, check_wandb_credentials
 from experiments.tasks.base import Task
-from lth.basis import BasisChange, InputRotation, ResidualRotation
+from lth.basis import BasisChange, Identity, InputRotation, ResidualRotation
 from lth.connectivity import has_batchnorm, recompute_batchnorm_statistics
 from lth.data_order import step_indexed_loader
 from lth.driver import is_global_zero
 from lth.errors import LTCError
+from lth.folding import family
 from lth.jobs import Job
 
+BASIS_BRANCHES = "basis_"  # the branches that change the net's basis (`lth.branches._basis`)
 BN_BATCHES = 30  # training batches that re-estimate BatchNorm statistics at each point of an instability line
 
 
@@ -60,13 +62,17 @@ class LightningEnvironment:
 
     def check(self) -> None:
         """Fail before the run dir is touched on what would otherwise fail mid-level: missing data,
-        unknown spectra sites."""
+        unknown spectra sites, basis branches on a net whose basis they cannot change."""
         self.datamodule.setup("fit")
         if self.spectra.enabled:
             from channels.sites import resolve_sites
 
             pairs = [site for pair in self.spectra.pairs() for site in pair]
             resolve_sites(self.make_task().net, [*self.spectra.sites, *pairs])
+        if any(name.startswith(BASIS_BRANCHES) for name in self.cfg.imp.branches):
+            self.basis_change(0)  # a net the basis test cannot change is refused before any training
+        if self.cfg.imp.rotation and family(self.make_task().net) is None:
+            self.rotate(self.make_task().net, torch.Generator())  # refused in one line
 
     def make_task(self, overrides: dict | None = None) -> Task:
         model = self.cfg.model.clone()
@@ -86,19 +92,26 @@ class LightningEnvironment:
         return callbacks
 
     def rotate(self, net, generator: torch.Generator) -> None:
+        from channels.units import residual_layout
         from lth.rotation import rotate_residual_basis
 
-        if type(net).__name__ != "GPT2LMHeadModel":
-            raise LTCError(f"imp.rotation needs a GPT-2 language model, got {type(net).__name__}")
-        rotate_residual_basis(net, generator)
+        if family(net) is None:
+            raise LTCError(f"imp.rotation rotates the residual stream of a GPT-2, GPT-NeoX or Llama language "
+                           f"model, got {type(net).__name__}")
+        rotate_residual_basis(net, residual_layout(net).slots, generator)
 
-    def basis_change(self, seed: int) -> BasisChange:
-        """The residual rotation for a GPT-2, else a rotation of the input space (nets that read
-        their input with a linear layer)."""
+    def basis_change(self, seed: int, rotate: bool = True) -> BasisChange:
+        """The basis arms' change (`rotate=False`: their control arm, the same change with the
+        identity): for a GPT-2, GPT-NeoX or Llama model the residual stream, its norms folded in
+        both arms; for a net that reads its input with a linear layer the input space; any other
+        net is refused in one line."""
         net = self.make_task().net
-        if type(net).__name__ == "GPT2LMHeadModel":
-            return ResidualRotation(lambda: self.make_task().net, seed)
-        return InputRotation(net, seed)
+        if family(net) is not None:
+            from channels.units import residual_layout
+
+            return ResidualRotation(lambda: self.make_task().net, seed, residual_layout(net).slots, rotate)
+        change = InputRotation(net, seed)  # refuses nets whose input layer is not linear
+        return change if rotate else Identity()
 
     def test_error(self, task: Task, device: torch.device) -> float:
         """1 - test accuracy of the task's net; BatchNorm statistics are first recomputed on

@@ -42,3 +42,33 @@ def gpt2(
         **extra,
     )
     return GPT2LMHeadModel(config)
+
+
+def planted_gpt2(
+    route: str = "subcircuit",
+    vocab: int = 16,
+    length: int = 8,
+    width: int = 48,
+    world_seed: int = 0,
+    n_layer: int = 1,
+    n_head: int = 4,
+    **extra,
+) -> GPT2LMHeadModel:
+    """A GPT-2 for the planted sequence world (`experiments.data.sequence_world`): its token and
+    position embeddings and its unembedding are the world's route, frozen (no gradient, so no
+    optimiser or weight decay moves them; IMP leaves embeddings dense), and so are its LayerNorm
+    gains, at 1: a trained elementwise gain would be a privileged basis of the stream that the
+    world did not plant. The rest is GPT-2's usual random init (isotropic: a rotation of the
+    stream that fixes the ones direction leaves its distribution and SGD's updates equivariant)."""
+    from experiments.data.sequence_world import planted_route
+
+    planted = planted_route(route, vocab, length, width, world_seed)
+    model = gpt2(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=width, n_positions=length, **extra)
+    for module, weight in ((model.transformer.wte, planted.embedding), (model.transformer.wpe, planted.positions),
+                           (model.lm_head, planted.unembedding)):
+        module.weight.data.copy_(weight)
+        module.weight.requires_grad_(False)
+    for name, param in model.named_parameters():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            param.requires_grad_(False)
+    return model

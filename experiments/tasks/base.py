@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.utilities import move_data_to_device
 from torch import nn
 from torch.utils.data import DataLoader
+from torchmetrics import Metric
 
 from lth.errors import LTCError
 
@@ -23,9 +24,10 @@ class OptimConfig:
     task's init_args).
 
     Args:
-        optimizer: `adam`, `adamw` or `sgd`.
+        optimizer: `adam`, `adamw`, `sgd` or `sgdw` (SGD with decoupled weight decay).
         lr: learning rate.
-        weight_decay: L2 (sgd, adam) or decoupled (adamw) weight decay.
+        weight_decay: L2 (sgd, adam) or decoupled (adamw, sgdw: w <- w (1 - lr * wd) each step)
+            weight decay.
         momentum: SGD momentum.
         scheduler: `constant`, `cosine` (decays to 0 at `trainer.max_steps`) or `multistep`
             (multiplies the rate by `gamma` at each step in `milestones`, as the ResNet/VGG recipes do).
@@ -44,8 +46,8 @@ class OptimConfig:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise LTCError(f"unknown optimizer {self.optimizer!r}: use adam, adamw or sgd")
+        if self.optimizer not in ("adam", "adamw", "sgd", "sgdw"):
+            raise LTCError(f"unknown optimizer {self.optimizer!r}: use adam, adamw, sgd or sgdw")
         if self.scheduler not in ("constant", "cosine", "multistep"):
             raise LTCError(f"unknown scheduler {self.scheduler!r}: use constant, cosine or multistep")
         if self.lr <= 0:
@@ -56,6 +58,8 @@ class OptimConfig:
         """The optimiser over `params` and, unless the rate is constant, a per-step LambdaLR."""
         if self.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        elif self.optimizer == "sgdw":
+            opt = DecoupledSGD(params, lr=self.lr, momentum=self.momentum, decay=self.weight_decay)
         else:  # fused: one kernel per tensor; the unfused CPU path's sqrt was measured 5x slower on the
             # zero moments of pruned weights (half of LeNet-300-100's masked step; docs: Performance)
             adam = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
@@ -82,6 +86,50 @@ def _last_step(trainer: pl.Trainer) -> bool:
     if trainer.max_steps > 0 and trainer.global_step + 1 >= trainer.max_steps:
         return True
     return bool(trainer.is_last_batch and trainer.max_epochs and trainer.current_epoch + 1 >= trainer.max_epochs)
+
+
+class MajorityChance(Metric):
+    """Chance accuracy of a split: the accuracy of always predicting its most frequent label,
+    max_c n_c / sum_c n_c over the labels seen (labels equal to `ignore` are not scored). Logged
+    as `test/chance` beside `test/acc`: an accuracy is evidence of learning only above it."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore: int = -100) -> None:
+        super().__init__()
+        self.ignore = ignore
+        self.add_state("counts", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, labels: torch.Tensor) -> None:
+        scored = labels[labels != self.ignore].flatten()
+        self.counts = self.counts + torch.bincount(scored, minlength=len(self.counts))[: len(self.counts)]
+
+    def compute(self) -> torch.Tensor:
+        return (self.counts.max() / self.counts.sum().clamp(min=1)).float()
+
+
+class DecoupledSGD(torch.optim.SGD):
+    """SGD with momentum and decoupled weight decay (Loshchilov & Hutter 2019): each step first
+    shrinks every weight by (1 - lr * decay), at the step's learning rate, then takes the SGD step.
+    Rotation-equivariant like plain SGD; pruned weights stay at zero."""
+
+    def __init__(self, params, lr: float, momentum: float, decay: float) -> None:
+        super().__init__(params, lr=lr, momentum=momentum)
+        for group in self.param_groups:
+            group["decay"] = decay
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:  # the gradient at the current weights, before they shrink
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["decay"]:
+                for param in group["params"]:
+                    param.mul_(1.0 - group["lr"] * group["decay"])
+        super().step()
+        return loss
 
 
 class Task(pl.LightningModule):

@@ -1,4 +1,4 @@
-"""Image/signal classification: cross-entropy loss, torchmetrics accuracy."""
+"""Image/signal classification: cross-entropy loss, torchmetrics accuracy, chance accuracy of the test split."""
 from __future__ import annotations
 
 import torch
@@ -6,16 +6,18 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from experiments.tasks.base import Task
+from experiments.tasks.base import MajorityChance, Task
 
 
 class ClassificationTask(Task):
-    """Trains `net` with cross-entropy (optimiser arguments: `OptimConfig`); logs `train/loss`, `val/loss`, `val/acc`, `test/loss`, `test/acc`."""
+    """Trains `net` with cross-entropy (optimiser arguments: `OptimConfig`); logs `train/loss`, `val/loss`,
+    `val/acc`, `test/loss`, `test/acc` and `test/chance` (the test split's most frequent class share)."""
 
     def __init__(self, net: nn.Module, num_classes: int = 10, **optim) -> None:
         super().__init__(net, **optim)
         self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
         self.test_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
+        self.test_chance = MajorityChance(num_classes)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -39,3 +41,5 @@ class ClassificationTask(Task):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_acc)
+        self.test_chance.update(batch[1])
+        self.log("test/chance", self.test_chance)

@@ -11,7 +11,8 @@ Metrics, over the N scored tokens of a stage:
   acc  = (1/N) sum_t [argmax_v p(v | x_<t) = x_t]
   ppl  = exp(loss)
 Validation and test accumulate sums over the whole epoch (exact token-weighted means, summed
-across processes), then log `val/loss`, `val/acc`, `val/ppl` (and `test/...`).
+across processes), then log `val/loss`, `val/acc`, `val/ppl` (and `test/...`), and `test/chance`:
+the accuracy of always predicting the most frequent next token among the scored test positions.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
-from experiments.tasks.base import Task
+from experiments.tasks.base import MajorityChance, Task
 from lth.errors import LTCError
 
 IGNORE = -100
@@ -82,6 +83,7 @@ class LanguageModelTask(Task):
     def __init__(self, net: nn.Module, **optim) -> None:
         super().__init__(net, **optim)
         self.stats = nn.ModuleDict({"val": TokenStats(), "test": TokenStats()})
+        self.test_chance = MajorityChance(net.config.vocab_size, IGNORE)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids, use_cache=False).logits
@@ -118,12 +120,15 @@ class LanguageModelTask(Task):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.stats["test"].update(*self.token_sums(batch))
+        self.test_chance.update(inputs_and_labels(batch)[1][:, 1:])
 
     def on_validation_epoch_end(self) -> None:
         self._log_stage("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_stage("test")
+        self.log("test/chance", self.test_chance.compute(), on_epoch=True)
+        self.test_chance.reset()
 
     def _log_stage(self, stage: str) -> None:
         for name, value in self.stats[stage].compute().items():

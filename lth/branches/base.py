@@ -65,9 +65,10 @@ class BranchContext:
     dense_weights: Callable[[], State]     # the trained dense network (level 0)
     fresh_init: Callable[[int], State]     # a new random initialisation from a seed
     test_error: Callable[[object, torch.device], float]
-    basis_change: Callable[[int], BasisChange]  # seed -> a function-preserving change of basis
+    basis_change: Callable[[int, bool], BasisChange]  # (seed, rotate) -> a function-preserving change of basis
     instability_points: int
     sgd_lr: float
+    sgd_weight_decay: float
 
     def seed_of(self, *parts: int | str) -> int:
         """The branch's own seed at this level (`lth.seeds.derive_seed`)."""
