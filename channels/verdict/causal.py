@@ -116,7 +116,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
             found = ablations(source.dense(run_), x, y, frame, ticket_order(frame, paths[site.name]))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["score"]
-    return read_sites(result, per_site, midpoint, "needs a pruned level and unit sites (features in, MLP layers)")
+    return read_sites(result, per_site, midpoint, source.unknown(runs) or "needs a pruned level and unit sites (features in, layers with a unit layout)")
 
 
 TEST = TicketTest(

@@ -67,7 +67,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
             found = localisation(source.frame(run_, site))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["rho"]
-    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or MLP hidden layers)")
+    return read_sites(result, per_site, midpoint, source.unknown(runs) or "no unit sites (an input of features, or layers with a unit layout)")
 
 
 TEST = TicketTest(
