@@ -1,8 +1,8 @@
 """The voting statistics at a transformer's unit sites (MLP neurons `mlp_hidden.0`, heads `attn.0`
 as blocks, residual coordinates `resid_pre.0` / `resid_post.0`) are unchanged by the network's
 exact reparametrisations (`channels.units.reparametrise`: norms folded, every layout's units
-permuted, MLP neurons and heads rescaled by lognormal(0, 1) factors), and changed by a rotation of
-the residual stream, which is no symmetry of the units: it is what the tests measure.
+permuted, MLP neurons and heads rescaled by lognormal(0, 1) factors) to 1e-6, and changed by a
+rotation of the residual stream, which is no symmetry of the units: it is what the tests measure.
 
 A one-layer GPT-2 and a GPT-NeoX (interleaved fused q k v, rotary positions), both with ReLU MLP
 neurons so that rescaling them is a symmetry too, are trained for a few hundred Adam steps on a planted
@@ -22,7 +22,7 @@ from channels.verdict.causal import ablations, ticket_order
 from channels.verdict.coordinates import canonical_frame
 from channels.verdict.localisation import localisation
 from channels.verdict.unit_sites import ticket_paths, unit_sites
-from experiments.models.gpt import gpt2
+from experiments.models.gpt import gpt2, planted_gpt2
 from lth.pruning import magnitude_prune
 from lth.rotation import rotate_residual_basis
 
@@ -66,7 +66,7 @@ def _trained(build, steps: int = 250):
         opt.step()
     for p in net.parameters():
         p.requires_grad_(False)
-    x, y = _lookup(160, 1)
+    x, y = _lookup(128, 1)
     weights = {k: v for k, v in net.state_dict().items() if k.endswith("weight") and (".attn" in k or ".attention" in k or "mlp" in k)}
     mask = magnitude_prune(weights, {k: torch.ones_like(v, dtype=torch.bool) for k, v in weights.items()}, 0.8,
                            strategy="global")
@@ -80,20 +80,19 @@ def _statistics(net, x, y, mask) -> dict[str, float]:
     paths = ticket_paths(mask, sites)
     for site in sites:
         frame = canonical_frame(net, x, site.name, site.unit_of(), scored=scored)
-        found[f"T2 {site.name}"] = localisation(frame)["n_units"]  # rho's part that the units set
-        found[f"T3 {site.name}"] = ablations(net, x, y, frame, ticket_order(frame, paths[site.name]))["drop_ticket_units"]
-        found[f"T4 {site.name}"] = alignment(net, x, frame, scored=scored)["iia_units"]
+        t2 = localisation(frame)
+        t3 = ablations(net, x, y, frame, ticket_order(frame, paths[site.name]))
+        t4 = alignment(net, x, frame, scored=scored)
+        # each score (nan where the test has no power here) and its part that the units set
+        found |= {f"T2 {site.name}": t2["rho"], f"T2 n_units {site.name}": t2["n_units"],
+                  f"T3 {site.name}": t3["score"], f"T3 drop {site.name}": t3["drop_ticket_units"],
+                  f"T4 {site.name}": t4["score"], f"T4 iia {site.name}": t4["iia_units"]}
     return found
 
 
-@pytest.fixture(scope="module")
-def trained_gpt2():
-    return _trained(_gpt2)
-
-
-@pytest.fixture(scope="module", params=["gpt2", "neox"])
-def trained(request, trained_gpt2):
-    return trained_gpt2 if request.param == "gpt2" else _trained(_neox)
+@pytest.fixture(scope="module", params=["gpt2", pytest.param("neox", marks=pytest.mark.slow)])
+def trained(request):
+    return _trained(_gpt2 if request.param == "gpt2" else _neox)
 
 
 def test_the_tiny_transformers_learn_the_lookup(trained):
@@ -110,19 +109,24 @@ def test_every_voting_statistic_at_neurons_heads_and_the_residual_stream_is_unch
     moved = [k for k, v in net.state_dict().items() if not torch.equal(v, twin.state_dict()[k])]
     assert any("mlp" in k for k in moved) and any("attn" in k or "attention" in k for k in moved)
     before, after = _statistics(net, x, y, mask), _statistics(twin, x, y, twin_mask)
-    assert set(before) == {f"T{t} {s}" for t in (2, 3, 4) for s in SITES}
+    assert {f"T{t} {s}" for t in (2, 3, 4) for s in SITES} <= set(before)
+    assert sum(np.isfinite(v) for v in before.values()) >= 16
     for key in before:
         assert after[key] == pytest.approx(before[key], rel=TOLERANCE, abs=TOLERANCE, nan_ok=True), key
 
 
-def test_a_rotation_of_the_residual_stream_changes_the_localisation_there(trained_gpt2):
-    net, x, y, _ = trained_gpt2
+def test_a_rotation_of_the_residual_stream_changes_the_localisation_there():
+    """The planted sequence world's coordinate-aligned route (frozen one-hot embeddings and
+    unembedding) reads as a few residual coordinates; the same network with its stream rotated
+    (the same function) spreads them over all."""
+    torch.manual_seed(0)
+    net = planted_gpt2(route="subcircuit", vocab=VOCAB, length=LENGTH, width=24, n_layer=1, n_head=2).double().eval()
     rotated = copy.deepcopy(net)
-    rotate_residual_basis(rotated, residual_layout(rotated).slots, torch.Generator().manual_seed(0))
-    assert torch.allclose(net(x).logits, rotated(x).logits, rtol=1e-8, atol=1e-8)
-    scored = y != -100
-    spread = {}
-    for name, model in (("original", net), ("rotated", rotated)):
-        frame = canonical_frame(model, x, "resid_pre.0", scored=scored)
-        spread[name] = localisation(frame)["n_units"]
-    assert abs(spread["rotated"] - spread["original"]) > 0.05 * spread["original"], spread
+    with torch.no_grad():
+        rotate_residual_basis(rotated, residual_layout(rotated).slots, torch.Generator().manual_seed(0))
+    x, y = _lookup(128, 1)
+    assert torch.allclose(net(x).logits, rotated(x).logits, rtol=1e-9, atol=1e-9)
+    for site in ("resid_pre.0", "resid_post.0"):
+        rho = {name: localisation(canonical_frame(model, x, site, scored=y != -100))["rho"]
+               for name, model in (("planted", net), ("rotated", rotated))}
+        assert rho["planted"] > 0.7 and rho["rotated"] < 0.3, (site, rho)
