@@ -159,6 +159,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
     if source is None:
         result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
+    result.note = source.unknown(runs) or ""  # a model no unit layout knows: said, whatever else runs
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in runs:
         x, _ = source.data(run_)
@@ -168,7 +169,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["score"]
     return read_sites(result, per_site, midpoint,
-                      source.unknown(runs) or "no unit sites (an input of features, or layers with a unit layout)")
+                      "no unit sites (an input of features, or layers with a unit layout)")
 
 
 TEST = TicketTest(
