@@ -5,18 +5,19 @@ the high-level variable. For pairs (base, source) of held-out inputs whose predi
 interchange at a site writes the source's canonical coordinates into the base's along a subspace P,
 u_base <- u_base + P (u_source - u_base); it succeeds when the network then predicts what it
 predicts for the source. The interchange accuracies (IIA, on held-out pairs: half fit, half score)
-of the best k units (greedy forward selection among the `POOL` units of largest canonical
-variance) and of a learned subspace of the same dimension (P = V V^T, V orthonormal, trained on the
-intervened cross-entropy) give ratio = IIA(units) / IIA(subspace); k as in T3.
+of the best m units (greedy forward selection among the `POOL` units of largest canonical
+variance) and of a learned k-dimensional subspace (P = V V^T, V orthonormal, trained on the
+intervened cross-entropy) give ratio = IIA(units) / IIA(subspace); k channels occupying m units
+as in T3.
 
-The ratio's chance level depends on width, k, classes and rank (a dense rank-1 channel in 16 units
+The ratio's chance level depends on width, k, m, classes and rank (a dense rank-1 channel in 16 units
 has 4 units carrying most of it), so it is read against the same search on rotated copies of the
 site (`Frame.rotated`: no unit special by construction), ratio_null, with the learned subspace
 shared (the function is the same):
 
     score = (ratio - ratio_null) / (1 - ratio_null).
 
-0 when the best units do no better than the best rotated units, 1 when k units do what the best
+0 when the best units do no better than the best rotated units, 1 when m units do what the best
 subspace does. Rule (`midpoint`): subcircuits above 1/2, channels below. Sites where the subspace
 carries less than half the decisions, or the rotated units already nearly all, have no power.
 
@@ -42,7 +43,7 @@ from channels.verdict.base import (
     midpoint,
     read_sites,
 )
-from channels.verdict.causal import channel_count
+from channels.verdict.causal import channel_count, unit_count
 from channels.verdict.coordinates import Frame, intervene, logits_of
 from channels.verdict.networks import reader
 from channels.verdict.rundata import RunData
@@ -105,23 +106,24 @@ def learned_subspace(net, x, frame: Frame, u_source, target, dim: int, seed: int
 
 
 def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None = None,
-              scored: torch.Tensor | None = None) -> dict[str, float]:
-    """Score, ratio and null ratio of the best k units (default: as many as the site has channels)
-    against a learned subspace of the same dimension at the frame's site. `scored`: the output
-    positions a sequence model's task scores (None: all); a pair is read at the positions scored
-    in both of its inputs."""
+              m: int | None = None, scored: torch.Tensor | None = None) -> dict[str, float]:
+    """Score, ratio and null ratio of the best m units (default: as many as the site's channels
+    occupy, `causal.unit_count`) against a learned subspace of dimension k (default: as many as the
+    site has channels) at the frame's site. `scored`: the output positions a sequence model's task
+    scores (None: all); a pair is read at the positions scored in both of its inputs."""
     with torch.no_grad():
         predictions = logits_of(net(x)).argmax(-1)
     scored = torch.ones_like(predictions, dtype=torch.bool) if scored is None else scored
     rows_per_input = len(frame.coords) // len(x)
     k = channel_count(frame) if k is None else k
+    m = max(k, unit_count(frame)) if m is None else m
     width = len(frame.units) // frame.unit_count
     rng = np.random.default_rng(seed)
     base, source = rng.integers(0, len(x), size=(2, PAIRS))
     both = scored[base] & scored[source]
     keep = ((predictions[base] != predictions[source]) & both).reshape(len(base), -1).any(1).numpy()
     base, source = base[keep], source[keep]
-    empty = {"k": k, "pairs": len(base), "iia_units": math.nan, "iia_subspace": math.nan, "ratio": math.nan,
+    empty = {"k": k, "m": m, "pairs": len(base), "iia_units": math.nan, "iia_subspace": math.nan, "ratio": math.nan,
              "ratio_null": math.nan, "score": math.nan}
     if len(base) < 20:
         return empty
@@ -137,7 +139,7 @@ def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None =
     iia_subspace = interchange_accuracy(net, *split(frame, score), lambda diff: diff @ v @ v.T)
 
     def iia_of_units(frame_: Frame) -> float:
-        units = best_units(net, *split(frame_, fit), k)
+        units = best_units(net, *split(frame_, fit), m)
         mask = torch.isin(frame_.units, torch.as_tensor(units)).to(frame_.coords.dtype)
         return interchange_accuracy(net, *split(frame_, score), lambda diff: diff * mask)
 
@@ -178,4 +180,4 @@ TEST = TicketTest(
     "dimension), ratio_null the same search on rotated units; dense net",
     "the best k units of rotated copies of the site (no unit special), at the same width, k and classes",
     MIDPOINT_RULE, votes=True, run=run, figure=figures.score,
-    columns=("run", "site", "k", "pairs", "iia_units", "iia_null", "iia_subspace", "ratio", "ratio_null", "score"))
+    columns=("run", "site", "k", "m", "pairs", "iia_units", "iia_null", "iia_subspace", "ratio", "ratio_null", "score"))

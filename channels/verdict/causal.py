@@ -2,18 +2,20 @@
 channels costs, beyond as many random units?
 
 At each unit site (the input coordinates, each hidden layer), on the dense network and held-out
-data, in canonical coordinates (`coordinates`): U are the k units through which the sparsest
+data, in canonical coordinates (`coordinates`): U are the m units through which the sparsest
 ticket runs the most input-to-output paths of its mask (`unit_sites.ticket_paths`: a unit whose
-outgoing weights the ticket pruned carries none, however many inputs it kept), R are k random units (`RANDOM_DRAWS` draws, averaged: what a random prune of the same
-sparsity keeps most of is a random draw), D the top-k channel directions, k = round(k_eff) of the
-site's channels (at most a quarter of the units). Units are mean-ablated, directions by removing
+outgoing weights the ticket pruned carries none, however many inputs it kept), R are m random
+units (`RANDOM_DRAWS` draws, averaged: what a random prune of the same sparsity keeps most of is
+a random draw), D the top-k channel directions, k = round(k_eff) of the site's channels and
+m = round(n_units), the units those channels occupy (`unit_spread`; k <= m <= a quarter of the
+units: a rank-2 channel carried by five units is found by five units, not two). Units are mean-ablated, directions by removing
 the centred coordinates' component in span(D), and
 
     score = (drop(U) - drop(R)) / (drop(D) - drop(R)),   drop(S) = accuracy - accuracy with S ablated.
 
 1 when the ticket's units are where the channels are (a subcircuit the ticket found), 0 when they
 are no better than random units (the channels spread, or the ticket did not pick their units).
-Null: random units, subtracted at the same k and width. Rule (`midpoint`): subcircuits above
+Null: random units, subtracted at the same m and width. Rule (`midpoint`): subcircuits above
 1/2, channels below. Sites where the channels cost less than two points beyond random units have
 no power and are left out. Of the voting tests it is the one that reads the ticket itself.
 
@@ -38,7 +40,7 @@ from channels.verdict.base import (
     midpoint,
     read_sites,
 )
-from channels.verdict.coordinates import Frame, channels, intervene
+from channels.verdict.coordinates import Frame, channels, intervene, unit_spread
 from channels.verdict.networks import reader
 from channels.verdict.rundata import RunData
 from channels.verdict.unit_sites import ticket_paths
@@ -50,6 +52,15 @@ TOP = 8
 def channel_count(frame: Frame) -> int:
     """k = round(k_eff) of the site's top channels, between 1 and a quarter of its units."""
     return int(min(max(1, round(channels(frame, TOP).count)), max(1, frame.unit_count // 4)))
+
+
+def unit_count(frame: Frame) -> int:
+    """m = round(n_units) of the site's top channels (`unit_spread`: how many units they occupy),
+    at least k (a unit per channel) and at most a quarter of the units. A subcircuit of five units
+    carrying a rank-2 channel is found by its five units, not by two."""
+    found = channels(frame, TOP)
+    k = channel_count(frame)
+    return int(min(max(k, round(unit_spread(frame, found))), max(k, frame.unit_count // 4)))
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -81,8 +92,8 @@ def ticket_order(frame: Frame, keep: np.ndarray) -> list[int]:
 
 
 def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 0) -> dict[str, float]:
-    """Accuracy drops of ablating the ticket's k units, k random units and the k top channels."""
-    k = channel_count(frame)
+    """Accuracy drops of ablating the ticket's m units, m random units and the k top channels."""
+    k, m = channel_count(frame), unit_count(frame)
     full = accuracy(intervene(net, x, frame, lambda u: u), y)
 
     def drop(edit) -> float:
@@ -90,12 +101,12 @@ def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 
             return full - accuracy(intervene(net, x, frame, edit), y)
 
     rng = np.random.default_rng(seed)
-    drop_units = drop(unit_ablation(frame, ticket_units[:k]))
-    drop_random = float(np.mean([drop(unit_ablation(frame, rng.choice(frame.unit_count, k, replace=False)))
+    drop_units = drop(unit_ablation(frame, ticket_units[:m]))
+    drop_random = float(np.mean([drop(unit_ablation(frame, rng.choice(frame.unit_count, m, replace=False)))
                                  for _ in range(RANDOM_DRAWS)]))
     drop_channels = drop(direction_ablation(channels(frame, TOP).directions[:, :k]))
     room = drop_channels - drop_random
-    return {"k": k, "units": frame.unit_count, "accuracy": full, "drop_ticket_units": drop_units,
+    return {"k": k, "m": m, "units": frame.unit_count, "accuracy": full, "drop_ticket_units": drop_units,
             "drop_random_units": drop_random, "drop_channels": drop_channels,
             "score": (drop_units - drop_random) / room if room >= EQUIVALENCE_MARGIN else math.nan}
 
@@ -122,9 +133,9 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
 
 TEST = TicketTest(
     "T3", "the ticket's units: ablation against random units and the channels",
-    "(drop(ablate the k units the ticket keeps most) - drop(k random units)) / (drop(the k top channels) - "
-    "drop(k random units)), dense net, held-out data",
-    "k random units (subtracted): the ticket's units are no better than any",
+    "(drop(ablate the m units the ticket keeps most) - drop(m random units)) / (drop(the k top channels) - "
+    "drop(m random units)), m = units the channels occupy, dense net, held-out data",
+    "m random units (subtracted): the ticket's units are no better than any",
     MIDPOINT_RULE, votes=True, run=run, figure=figures.score,
-    columns=("run", "site", "k", "units", "accuracy", "drop_ticket_units", "drop_random_units", "drop_channels",
+    columns=("run", "site", "k", "m", "units", "accuracy", "drop_ticket_units", "drop_random_units", "drop_channels",
              "score"))

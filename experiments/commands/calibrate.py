@@ -1,6 +1,6 @@
 """`ltc calibrate`: the battery on a population of planted worlds whose truth is known, site by site.
 
-    ltc calibrate [--quick] [--families '[input_subcircuit, ...]'] [--population_seed S]
+    ltc calibrate [--quick] [--families '[input_subcircuit, ...]'] [--instances N] [--population_seed S]
                   [--seeds '[0,1,2,3,4]'] [--workers 2] [--out runs/calibration] [--wandb.mode ...]
 
 Draws the population (`experiments.data.population`: families x random instances, SGD and Adam
@@ -49,6 +49,8 @@ def build_parser():
     parser.add_argument("--families", type=list[str] | None, default=None,
                         help=f"families to draw (default all): {', '.join(FAMILIES)}")
     parser.add_argument("--quick", type=bool, default=False, help="one instance per family, the dial's two ends")
+    parser.add_argument("--instances", type=int | None, default=None,
+                        help="only the first N instances of the round-robin order (a balanced smaller population)")
     parser.add_argument("--population_seed", type=int, default=DEFAULT_POPULATION_SEED,
                         help="seed of the population's instances (the default was never used to develop the rules)")
     parser.add_argument("--seeds", type=list[int], default=[0, 1, 2, 3, 4], help="init seeds per instance (>= 5 to read)")
@@ -110,6 +112,8 @@ def main(argv: list[str]) -> int:
     cfg = parse(build_parser(), argv)
     if cfg.workers < 1 or cfg.threads < 1:
         raise LTCError("--workers and --threads must be >= 1")
+    if cfg.instances is not None and cfg.instances < 1:
+        raise LTCError(f"--instances must be >= 1, got {cfg.instances}")
     if len(set(cfg.seeds)) != len(cfg.seeds) or not cfg.seeds:
         raise LTCError(f"--seeds must be distinct and non-empty, got {cfg.seeds}")
     unknown = [f for f in cfg.families or [] if f not in FAMILIES]
@@ -118,7 +122,7 @@ def main(argv: list[str]) -> int:
     if not Path(cfg.recipe).is_file():
         raise LTCError(f"no recipe at {cfg.recipe}: pass --recipe with the shared recipe of the worlds")
     mode = WandbConfig(mode=cfg.wandb.mode).resolved_mode()
-    instances = draw_population(cfg.population_seed, cfg.families, cfg.quick)
+    instances = draw_population(cfg.population_seed, cfg.families, cfg.quick, limit=cfg.instances)
     layout = CalibrationLayout(Path(cfg.out))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

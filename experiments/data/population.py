@@ -107,15 +107,21 @@ def draw_instance(family: str, index: int, population_seed: int, alpha: float | 
 
 
 def draw_population(population_seed: int, families: list[str] | None = None, quick: bool = False,
-                    dial: bool = True) -> list[Instance]:
-    """Every instance: `PER_FAMILY` of each family (one with `quick`), then the dial's alphas."""
+                    dial: bool = True, limit: int | None = None) -> list[Instance]:
+    """Every instance, round-robin: the first of each family and the dial's first alpha, then the
+    second of each, ... (`PER_FAMILY` of a family, one with `quick`; the dial's ends first), so that
+    the first `limit` instances are a balanced smaller population."""
     chosen = families or list(PER_FAMILY)
-    instances = [draw_instance(f, i, population_seed) for f in chosen if f in PER_FAMILY
-                 for i in range(1 if quick else PER_FAMILY[f])]
-    if dial and (families is None or "dial" in families):
-        alphas = QUICK_DIAL if quick else DIAL
-        instances += [draw_instance("dial", 0, population_seed, alpha=a) for a in alphas]  # one world, moved
-    return instances
+    counts = {f: 1 if quick else PER_FAMILY[f] for f in chosen if f in PER_FAMILY}
+    alphas = sorted(QUICK_DIAL if quick else DIAL, key=lambda a: (a not in QUICK_DIAL, a))
+    if not (dial and (families is None or "dial" in families)):
+        alphas = []
+    instances = []
+    for i in range(max([*counts.values(), len(alphas)], default=0)):
+        instances += [draw_instance(f, i, population_seed) for f, n in counts.items() if i < n]
+        if i < len(alphas):
+            instances.append(draw_instance("dial", 0, population_seed, alpha=alphas[i]))  # one world, moved
+    return instances[:limit]
 
 
 def is_distilled(instance: Instance) -> bool:
