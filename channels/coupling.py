@@ -9,7 +9,8 @@ top-k subspace overlaps of their left and right singular vectors,
 
 1 for shared directions, about k / d (`chance`) for unrelated ones. Reported as a depth matrix
 (layers l, l' at the same token, averaged over tokens) and a token matrix (tokens t, t' in the
-same layer, averaged over layers).
+same layer, averaged over layers). In a causal model the J_l(t) of all tokens come from d backward
+passes per layer (`channels.self_jacobian`), not d per token.
 """
 
 from __future__ import annotations
@@ -20,21 +21,31 @@ from torch import nn
 
 from channels.compare import subspace_overlap
 from channels.jacobian import iter_sequence_jacobian
+from channels.self_jacobian import self_jacobians
+
+
+def block_jacobians(
+    model: nn.Module, ids: torch.Tensor, layer: int, targets: list[int], chunk_size: int, causal: bool
+) -> torch.Tensor:
+    """J_l(t) for each target, (n_targets, d, d), exact: in a causal model from d backward passes
+    for all targets together (`channels.self_jacobian`), else d VJPs per target."""
+    a, b = f"resid_pre.{layer}", f"resid_post.{layer}"
+    if causal:
+        return self_jacobians(model, ids, a, b, targets, chunk_size)
+    blocks = iter_sequence_jacobian(model, ids, a, b, targets=targets, offsets=[0], chunk_size=chunk_size)
+    return torch.stack([block[0] for _, block in blocks])
 
 
 def block_singular_vectors(
-    model: nn.Module, ids: torch.Tensor, n_layers: int, targets: list[int], k: int, chunk_size: int
+    model: nn.Module, ids: torch.Tensor, n_layers: int, targets: list[int], k: int, chunk_size: int,
+    causal: bool = True,
 ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """[layer][target] -> (U (d, k), V (d, k)) of J_l(t), exact (d VJPs through one block)."""
+    """[layer][target] -> (U (d, k), V (d, k)) of J_l(t)."""
     out = []
     for layer in range(n_layers):
-        blocks = iter_sequence_jacobian(
-            model, ids, f"resid_pre.{layer}", f"resid_post.{layer}", targets=targets,
-            offsets=[0], chunk_size=chunk_size,
-        )
         row = []
-        for _, block in blocks:
-            left, _, right = torch.linalg.svd(block[0].double())
+        for block in block_jacobians(model, ids, layer, targets, chunk_size, causal):
+            left, _, right = torch.linalg.svd(block.double())
             row.append((left[:, :k].cpu().numpy(), right[:k].T.cpu().numpy()))
         out.append(row)
     return out
@@ -60,10 +71,11 @@ def coupling_matrices(vectors: list[list[tuple[np.ndarray, np.ndarray]]]) -> dic
 
 
 def measure_coupling(
-    model: nn.Module, ids: torch.Tensor, n_layers: int, targets: list[int], k: int, chunk_size: int
+    model: nn.Module, ids: torch.Tensor, n_layers: int, targets: list[int], k: int, chunk_size: int,
+    causal: bool = True,
 ) -> dict:
     """The coupling matrices of one context (1, L) at `targets`, with k, d and chance k / d."""
-    vectors = block_singular_vectors(model, ids, n_layers, targets, k, chunk_size)
+    vectors = block_singular_vectors(model, ids, n_layers, targets, k, chunk_size, causal)
     width = vectors[0][0][0].shape[0]
     matrices = coupling_matrices(vectors)
     off = ~np.eye(n_layers, dtype=bool)

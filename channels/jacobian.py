@@ -12,9 +12,11 @@ call, batched with ``is_grads_batched``) give rows of J.
   for every s at once: d_b products per target t, never one pass per (s, t) pair. In a
   causal model J(t, s) = 0 for s > t falls out of the backward pass.
 - `GramAccumulator` / `expected_gram`: E[J^T J] in float64, streamed over inputs or tokens.
-- `topk_singular`: randomized block Krylov SVD from JVP/VJP products only (Halko, Martinsson
-  & Tropp 2011; Musco & Musco 2015), with `jacobian_operator` building those products for
-  (model, inputs, site_a, site_b).
+- `topk_singular` / `topk_singular_blocks`: randomized block Krylov SVD from JVP/VJP products only
+  (Halko, Martinsson & Tropp 2011; Musco & Musco 2015), stopped by its own error estimate when asked,
+  several blocks in lockstep; `jacobian_operator` / `block_operators` build those products for
+  (model, inputs, site_a, site_b), and `cached_prefix` runs them on the positions from s on only
+  (a causal model's earlier positions as cached keys and values).
 """
 
 from __future__ import annotations
@@ -292,6 +294,104 @@ class JacobianOperator:
     dim_out: int
 
 
+@dataclass
+class BlockOperators:
+    """Blocks J_1 .. J_n (each dim_out x dim_in) of one forward pass, known through products that run
+    together: jvp([X_1, .., X_n]) = [X_i J_i^T], vjp([Y_1, .., Y_n]) = [Y_i J_i]. The rows of every
+    block share the same batched backward calls, so n blocks cost about one block's calls."""
+
+    jvp: Callable[[list[Tensor]], list[Tensor]]
+    vjp: Callable[[list[Tensor]], list[Tensor]]
+    dim_in: int
+    dim_out: int
+    count: int
+
+    def block(self, index: int) -> JacobianOperator:
+        """Block `index` alone."""
+        def one(product: Callable[[list[Tensor]], list[Tensor]], width: int) -> Callable[[Tensor], Tensor]:
+            def apply(rows: Tensor) -> Tensor:
+                empty = rows.new_zeros(0, width)
+                return product([rows if i == index else empty for i in range(self.count)])[index]
+            return apply
+
+        return JacobianOperator(one(self.jvp, self.dim_in), one(self.vjp, self.dim_out), self.dim_in, self.dim_out)
+
+    @classmethod
+    def of(cls, op: JacobianOperator) -> BlockOperators:
+        """One operator as a family of one block."""
+        return cls(lambda xs: [op.jvp(xs[0])], lambda ys: [op.vjp(ys[0])], op.dim_in, op.dim_out, 1)
+
+
+def cached_prefix(model: nn.Module, ids: Tensor, start: int) -> Inputs:
+    """Inputs that run positions `start`.. of `ids` (1, L) on top of the cached keys and values of
+    positions < start (a Hugging Face causal model's cache).
+
+    In a causal model the later positions see a[s < start] only through those keys and values, which
+    do not depend on a[s >= start]: every block J(t, s) with s >= start is the same as on the whole
+    sequence, at the cost of L - start positions instead of L (the prefix runs once, without a graph).
+    """
+    if start <= 0:
+        return ids
+    base = getattr(model, "base_model", model)
+    with torch.no_grad():
+        cache = base(input_ids=ids[:, :start], use_cache=True).cache
+    return {"input_ids": ids[:, start:], "cache": cache, "use_cache": True}
+
+
+def block_operators(
+    model: nn.Module,
+    inputs: Inputs,
+    site_a: str | Site,
+    site_b: str | Site,
+    target: int | None = None,
+    sources: Sequence[int] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> BlockOperators:
+    """Matrix-free blocks of one example (batch 1): J(target, s) for each s of `sources` in a
+    sequence, or the one Jacobian d b / d a when both are None.
+
+    One forward pass keeps the graph; a VJP is one backward pass through it. A JVP uses the
+    double-backward trick: g(u) = u^T J is linear in u, so d(g . v)/du = J v, one backward pass
+    through the graph of g (built once). ``chunk_size`` rows of all blocks together go per call.
+    """
+    a, b, act_a, act_b = forward_with_graph(model, inputs, site_a, site_b)
+    if act_a.shape[0] != 1 or act_b.shape[0] != 1:
+        raise LTCError("block_operators takes one example (batch size 1)")
+    if (target is None) != (sources is None):
+        raise LTCError("give both target and sources (sequence sites) or neither")
+    slots_a = [(0,)] if sources is None else [(0, int(s)) for s in sources]
+    slot_b = (0,) if target is None else (0, int(target))
+    dim_in, dim_out = act_a[slots_a[0]].numel(), act_b[slot_b].numel()
+    dummy = torch.zeros_like(act_b, requires_grad=True)
+    (pullback,) = torch.autograd.grad(act_b, act_a, dummy, create_graph=True)
+
+    def run(blocks: list[Tensor], into: Tensor, at: list[tuple], out_of: Tensor, wrt: Tensor, read: list[tuple],
+            width: int) -> list[Tensor]:
+        """Place each block's rows at its slot of `into`-shaped seeds, differentiate, read its slot back."""
+        rows = torch.cat(blocks)
+        owner = torch.cat([torch.full((len(x),), i, dtype=torch.long) for i, x in enumerate(blocks)])
+        parts = []
+        for first in range(0, len(rows), chunk_size):
+            chunk, whose = rows[first : first + chunk_size], owner[first : first + chunk_size]
+            seeds = into.new_zeros(len(chunk), *into.shape)
+            for i in whose.unique().tolist():
+                mine = (whose == i).nonzero().flatten().to(into.device)
+                seeds[(mine, *at[i])] = chunk[whose == i].to(into).reshape(len(mine), *into[at[i]].shape)
+            grads = batched_vjp(out_of, wrt, seeds, a, b, retain_graph=True)
+            parts.append(torch.stack([grads[(k, *read[int(i)])].reshape(width) for k, i in enumerate(whose)])
+                         if len(chunk) else grads.new_zeros(0, width))
+        done = torch.cat(parts) if parts else rows.new_zeros(0, width)
+        return list(done.split([len(x) for x in blocks]))
+
+    def vjp(blocks: list[Tensor]) -> list[Tensor]:
+        return run(blocks, act_b, [slot_b] * len(slots_a), act_b, act_a, slots_a, dim_in)
+
+    def jvp(blocks: list[Tensor]) -> list[Tensor]:
+        return run(blocks, act_a, slots_a, pullback, dummy, [slot_b] * len(slots_a), dim_out)
+
+    return BlockOperators(jvp, vjp, dim_in, dim_out, len(slots_a))
+
+
 def jacobian_operator(
     model: nn.Module,
     inputs: Inputs,
@@ -301,47 +401,111 @@ def jacobian_operator(
     source: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> JacobianOperator:
-    """Matrix-free J of one example (batch 1), or J(target, source) of a sequence.
-
-    One forward pass keeps the graph; a VJP is one backward pass through it. A JVP uses the
-    double-backward trick: g(u) = u^T J is linear in u, so d(g . v)/du = J v, one backward
-    pass through the graph of g (built once). ``chunk_size`` vectors go per backward call.
-    """
-    a, b, act_a, act_b = forward_with_graph(model, inputs, site_a, site_b)
-    if act_a.shape[0] != 1 or act_b.shape[0] != 1:
-        raise LTCError("jacobian_operator takes one example (batch size 1)")
+    """Matrix-free J of one example (batch 1), or J(target, source) of a sequence (`block_operators`)."""
     if (target is None) != (source is None):
         raise LTCError("give both target and source (sequence sites) or neither")
-    slot_a = (0,) if source is None else (0, source)
-    slot_b = (0,) if target is None else (0, target)
-    dim_in, dim_out = act_a[slot_a].numel(), act_b[slot_b].numel()
-    dummy = torch.zeros_like(act_b, requires_grad=True)
-    (pullback,) = torch.autograd.grad(act_b, act_a, dummy, create_graph=True)
-
-    def chunked(product: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-        return lambda rows: torch.cat([product(part) for part in rows.split(chunk_size)])
-
-    def vjp(rows: Tensor) -> Tensor:
-        cotangents = act_b.new_zeros(len(rows), *act_b.shape)
-        cotangents[(slice(None), *slot_b)] = rows.reshape(len(rows), *act_b[slot_b].shape)
-        grads = batched_vjp(act_b, act_a, cotangents, a, b, retain_graph=True)
-        return grads[(slice(None), *slot_a)].reshape(len(rows), dim_in)
-
-    def jvp(rows: Tensor) -> Tensor:
-        tangents = act_a.new_zeros(len(rows), *act_a.shape)
-        tangents[(slice(None), *slot_a)] = rows.reshape(len(rows), *act_a[slot_a].shape)
-        pushed = batched_vjp(pullback, dummy, tangents, a, b, retain_graph=True)
-        return pushed[(slice(None), *slot_b)].reshape(len(rows), dim_out)
-
-    return JacobianOperator(chunked(jvp), chunked(vjp), dim_in, dim_out)
+    sources = None if source is None else [source]
+    return block_operators(model, inputs, site_a, site_b, target, sources, chunk_size).block(0)
 
 
 class SingularTriplets(NamedTuple):
-    """Top singular values (k,), left vectors (dim_out, k) and right vectors (dim_in, k)."""
+    """Top singular values (k,), left vectors (dim_out, k), right vectors (dim_in, k), the power steps
+    the block Krylov took, and each value's error bound ||J^T u_i - s_i v_i|| / s_i (k,)."""
 
     values: Tensor
     left: Tensor
     right: Tensor
+    steps: int = 0
+    error: Tensor | None = None
+
+
+def topk_singular_blocks(
+    ops: BlockOperators,
+    k: int,
+    block_size: int | None = None,
+    n_oversample: int = 10,
+    n_iter: int = 4,
+    tol: float | None = None,
+    start: list[Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> list[SingularTriplets]:
+    """Top-k singular triplets of each block of `ops` by randomized block Krylov, all blocks in lockstep.
+
+    A start block V_0 (dim_in x b, b = ``block_size`` or k + ``n_oversample``: Gaussian, or the
+    columns of ``start[i]`` when given, e.g. J^T U from VJPs already made) and power steps
+    V_{q+1} = orth(J^T J V_q), each orthogonalised against all earlier blocks, span the Krylov space
+    K = [V_0, (J^T J) V_0, ..., (J^T J)^q V_0]: the randomized range finder with power iterations of
+    Halko, Martinsson & Tropp (2011), keeping every iterate as in Musco & Musco (2015). The images
+    J V_q come with the iteration, so SVD(J Q) = U S W^T for the orthonormal basis Q of K gives
+    J ~ U S (Q W)^T: Ritz values s_i <= sigma_i that converge much faster than plain subspace
+    iteration for slowly decaying spectra.
+
+    Steps: at most ``n_iter``; with ``tol`` a block stops after the step that moved none of its
+    top-k Ritz values by more than ``tol`` relative (the Ritz values rise monotonically to the
+    singular values, so the last move estimates the error left). Error bound: the products
+    J^T J V_q that make the next block also give J^T u_i = (J^T J Q) w_i / s_i, hence the residual
+    r_i = J^T u_i - s_i v_i of each Ritz triplet (J v_i = s_i u_i holds exactly) and
+    `error` = ||r_i|| / s_i: a singular value of J lies within ||r_i|| of s_i (Weyl, on J^T J).
+    Cost: b (2 q + 2) products per block, every block's products in the same calls; the dense
+    algebra runs in float64.
+    """
+    block = block_size or k + n_oversample
+    cap = min(block * (n_iter + 1), ops.dim_in, ops.dim_out)
+    if not 0 < k <= cap:
+        raise LTCError(f"k={k} must be between 1 and min(block_size*(n_iter+1), dim_in, dim_out)={cap}")
+
+    def product(fn: Callable[[list[Tensor]], list[Tensor]], columns: list[Tensor | None], width: int) -> list:
+        rows = [c.T.to(dtype=dtype, device=device) if c is not None else torch.zeros(0, width, dtype=dtype,
+                                                                                       device=device)
+                for c in columns]
+        return [o.T.double() if c is not None else None for o, c in zip(fn(rows), columns)]
+
+    generator = torch.Generator().manual_seed(seed)
+    first = []
+    for i in range(ops.count):
+        cols = start[i].double().T if start is not None else torch.randn(ops.dim_in, min(block, ops.dim_in),
+                                                                         generator=generator, dtype=torch.float64)
+        first.append(torch.linalg.qr(cols.to(device)).Q)
+    basis = [[q] for q in first]
+    images = [[img] for img in product(ops.jvp, first, ops.dim_in)]
+    backs: list[list[Tensor]] = [[] for _ in range(ops.count)]  # J^T J V_q, one per basis block
+    ritz: list[Tensor | None] = [None] * ops.count
+    active = list(range(ops.count))
+    while active:
+        back = product(ops.vjp, [images[i][-1] if i in active else None for i in range(ops.count)], ops.dim_out)
+        grow = [None] * ops.count
+        for i in active:
+            backs[i].append(back[i])
+            values = torch.linalg.svdvals(torch.cat(images[i], dim=1))[:k]
+            before, ritz[i] = ritz[i], values
+            found = torch.cat(basis[i], dim=1)
+            settled = tol is not None and before is not None and len(before) == len(values) == k and \
+                float(((values - before).abs() / values.clamp_min(1e-300)).max()) <= tol
+            if settled or len(basis[i]) > n_iter or found.shape[1] >= ops.dim_in:
+                continue
+            new = back[i][:, : ops.dim_in - found.shape[1]]
+            for _ in range(2):  # twice is enough for full reorthogonalisation
+                new = torch.linalg.qr(new - found @ (found.T @ new)).Q
+            basis[i].append(new)
+            grow[i] = new
+        pushed = product(ops.jvp, grow, ops.dim_in)
+        active = [i for i in range(ops.count) if grow[i] is not None]
+        for i in active:
+            images[i].append(pushed[i])
+    out = []
+    for i in range(ops.count):
+        left, values, right_small = torch.linalg.svd(torch.cat(images[i], dim=1), full_matrices=False)
+        if not torch.isfinite(values).all():
+            raise LTCError("non-finite products in topk_singular: the Jacobian has NaN or inf entries")
+        w = right_small[:k].T
+        right = torch.cat(basis[i], dim=1) @ w
+        top = values[:k].clamp_min(1e-300)
+        residual = torch.cat(backs[i], dim=1) @ w / top - right * top
+        out.append(SingularTriplets(values[:k], left[:, :k], right, len(basis[i]) - 1,
+                                    residual.norm(dim=0) / top))
+    return out
 
 
 def topk_singular(
@@ -356,49 +520,14 @@ def topk_singular(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     seed: int = 0,
+    tol: float | None = None,
 ) -> SingularTriplets:
-    """Top-k singular triplets of J from products only: randomized block Krylov SVD.
+    """Top-k singular triplets of one J from products only (`topk_singular_blocks` with one block).
 
-    A random Gaussian block V_0 (dim_in x b, b = ``block_size`` or k + ``n_oversample``) and
-    ``n_iter`` power steps V_{i+1} = orth(J^T J V_i), each orthogonalised against all earlier
-    blocks, span the Krylov space K = [V_0, (J^T J) V_0, ..., (J^T J)^q V_0]: the randomized
-    range finder with power iterations of Halko, Martinsson & Tropp (2011), keeping every
-    iterate as in Musco & Musco (2015). The images J V_i come with the iteration, so
-    J Q for the orthonormal basis Q of K costs nothing more, and SVD(J Q) = U S W^T gives
-    J ~ U S (Q W)^T: Ritz values that converge much faster than plain subspace (power)
-    iteration for slowly decaying spectra. Cost: b (2 q + 1) products. Small blocks with
-    more steps win when the spectrum is flat near sigma_k. ``jvp_fn`` maps rows
-    (n, dim_in) -> (n, dim_out) = rows J^T, ``vjp_fn`` rows (n, dim_out) -> (n, dim_in) = rows J;
-    the dense algebra runs in float64.
+    ``jvp_fn`` maps rows (n, dim_in) -> (n, dim_out) = rows J^T, ``vjp_fn`` rows (n, dim_out) ->
+    (n, dim_in) = rows J. Small blocks with more steps win when the spectrum is flat near sigma_k.
     """
-    block = block_size or k + n_oversample
-    if not 0 < k <= min(block * (n_iter + 1), dim_in, dim_out):
-        raise LTCError(
-            f"k={k} must be between 1 and min(block_size*(n_iter+1), dim_in, dim_out)="
-            f"{min(block * (n_iter + 1), dim_in, dim_out)}"
-        )
-
-    def forward(columns: Tensor) -> Tensor:  # J @ columns
-        return jvp_fn(columns.T.to(dtype=dtype, device=device)).T.double()
-
-    def backward(columns: Tensor) -> Tensor:  # J^T @ columns
-        return vjp_fn(columns.T.to(dtype=dtype, device=device)).T.double()
-
-    generator = torch.Generator().manual_seed(seed)
-    start = torch.randn(dim_in, min(block, dim_in), generator=generator, dtype=torch.float64)
-    basis = [torch.linalg.qr(start.to(device)).Q]
-    images = [forward(basis[0])]
-    for _ in range(n_iter):
-        found = torch.cat(basis, dim=1)
-        if found.shape[1] >= dim_in:
-            break
-        new = backward(images[-1])[:, : dim_in - found.shape[1]]
-        for _ in range(2):  # twice is enough for full reorthogonalisation
-            new = torch.linalg.qr(new - found @ (found.T @ new)).Q
-        basis.append(new)
-        images.append(forward(new))
-    left, values, right_small = torch.linalg.svd(torch.cat(images, dim=1), full_matrices=False)
-    if not torch.isfinite(values).all():
-        raise LTCError("non-finite products in topk_singular: the Jacobian has NaN or inf entries")
-    right = torch.cat(basis, dim=1) @ right_small.T
-    return SingularTriplets(values[:k], left[:, :k], right[:, :k])
+    ops = BlockOperators.of(JacobianOperator(jvp_fn, vjp_fn, dim_in, dim_out))
+    (found,) = topk_singular_blocks(ops, k, block_size, n_oversample, n_iter, tol, dtype=dtype, device=device,
+                                    seed=seed)
+    return found

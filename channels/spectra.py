@@ -22,7 +22,7 @@ from channels.jacobian import GramAccumulator, iter_sequence_jacobian, site_jaco
 from channels.keys import EIGENVALUES, EIGENVECTORS, STEPS, SpectrumKey, comparison_key, cov_key, jac_key
 from channels.metrics import eigh_desc, spectrum_metrics
 from channels.sites import call_model, capture, resolve_sites
-from channels.sweep_plan import parse_pair
+from channels.sweep.plan import parse_pair
 from lth.errors import LTCError
 
 

@@ -13,6 +13,7 @@ COMMANDS = {
     "report": ("experiments.commands.report", "the ticket tests and verdict report of one or more runs"),
     "calibrate": ("experiments.commands.calibrate", "the verdict on planted worlds of known truth (confusion matrices)"),
     "workspace": ("experiments.commands.workspace", "a saved W&B workspace comparing an experiment's levels and seeds"),
+    "lm": ("experiments.commands.lm", "train the small causal LM of the founding measurement (HF checkpoints)"),
     "jacobian": ("experiments.commands.jacobian", "residual-stream Jacobian spectra of a transformer over many tokens"),
     "bench": ("experiments.commands.bench", "the benchmark suite: ratios measured side by side"),
 }

@@ -27,6 +27,20 @@
       state/shard-<I>-of-<N>.npz        one shard's finished work and running totals
       wandb/                            the offline W&B run
 
+    <lm_dir>/                           one `ltc lm` training (`LMLayout`)
+      lm.json  recipe.yaml              what the training depends on (the re-run check), the resolved recipe
+      step-<NNNNNN>/                    a Hugging Face checkpoint (save_pretrained, tokenizer, checkpoint.json)
+      train_state.pt                    model, optimiser, RNG and step of the latest save (resume)
+      train_log.json                    the loss curve
+      heldout.txt                       the validation and test text, never trained on
+
+    <training_dir>/                     `ltc jacobian --checkpoints`: one model per sweep (`TrainingSweepLayout`)
+      <label>/                          a sweep (`SweepLayout`) per checkpoint or twin: step-000030, twin-permuted
+      twins/<name>/                     the randomised twins as Hugging Face model directories
+      training.json  answer.md          the series across training and the answer with intervals
+      figures/[<a>__<b>/]<name>.png     quantities against the training step
+      wandb/                            one offline W&B run per checkpoint, one group
+
 The writer (`lth.driver`) and every reader (`channels`, `experiments`) go through `RunLayout`
 (`SweepLayout` for sweeps); no other module spells a name of these trees.
 """
@@ -67,7 +81,19 @@ ITEMS = "items"
 STATE = "state"
 COVARIANCE_STATE = "covariance.npz"
 
+LM_RECIPE = "recipe.yaml"
+LM_IDENTITY = "lm.json"
+LM_STATE = "train_state.pt"
+LM_LOG = "train_log.json"
+HELDOUT_TEXT = "heldout.txt"
+CHECKPOINT_INFO = "checkpoint.json"
+MODEL_CONFIG = "config.json"  # written by Hugging Face's save_pretrained
+TWINS = "twins"
+TRAINING_JSON = "training.json"
+ANSWER = "answer.md"
+
 _LEVEL = re.compile(r"^level_(\d+)$")
+_STEP = re.compile(r"^step-(\d+)$")
 
 
 class _Under:
@@ -227,15 +253,75 @@ class SweepLayout(_Root):
     wandb = _Under(WANDB)
 
 
+def step_name(step: int) -> str:
+    """`step-000300`: the directory of the checkpoint saved after `step` optimiser steps."""
+    return f"step-{step:06d}"
+
+
+def parse_step(name: str) -> int | None:
+    """The step of a directory named `step-NNNNNN`, None for any other name."""
+    match = _STEP.match(name)
+    return int(match.group(1)) if match else None
+
+
+class LMLayout(_Root):
+    """The paths of one `ltc lm` directory: a causal LM's training and its checkpoints."""
+
+    recipe = _Under(LM_RECIPE)
+    identity = _Under(LM_IDENTITY)
+    state = _Under(LM_STATE)
+    log = _Under(LM_LOG)
+    heldout = _Under(HELDOUT_TEXT)
+
+    def checkpoint(self, step: int) -> Path:
+        return self.root / step_name(step)
+
+    def checkpoints(self) -> dict[int, Path]:
+        """Every finished checkpoint (its `checkpoint.json` written last), by step."""
+        if not self.root.is_dir():
+            return {}
+        found = {parse_step(p.name): p for p in self.root.iterdir() if (p / CHECKPOINT_INFO).is_file()}
+        return {step: found[step] for step in sorted(k for k in found if k is not None)}
+
+    @staticmethod
+    def info(checkpoint: Path) -> Path:
+        """A checkpoint's `checkpoint.json` (step, losses, time)."""
+        return Path(checkpoint) / CHECKPOINT_INFO
+
+
+class TrainingSweepLayout(_Root):
+    """The paths of `ltc jacobian --checkpoints`: one sweep per checkpoint or twin, and the series."""
+
+    training_json = _Under(TRAINING_JSON)
+    answer = _Under(ANSWER)
+    figures = _Under(FIGURES)
+    wandb = _Under(WANDB)
+
+    def sweep(self, label: str) -> SweepLayout:
+        """The sweep of one model (`step-000300`, `twin-permuted`, ...)."""
+        return SweepLayout(self.root / label)
+
+    def twin(self, name: str) -> Path:
+        """The model directory of a randomised twin."""
+        return self.root / TWINS / name
+
+    def figure(self, name: str, slug: str | None = None) -> Path:
+        return (self.figures if slug is None else self.figures / slug) / f"{name}.png"
+
+
 class CalibrationLayout(_Root):
     """`ltc calibrate`'s directory: one run directory per planted world instance and seed, and a report.
 
         <out>/population_<p>/<instance>/seed_<s>/   a run directory (RunLayout)
         <out>/logs/               the runs' logs
+        <out>/readings/<instance>.json   each instance's scored reading, kept while its inputs stand
         <out>/report/             calibration.json, report.md, index.html, figures/
     """
 
     logs = _Under(LOGS)
+
+    def reading(self, instance: str) -> Path:
+        return self.root / "readings" / f"{instance}.json"
 
     def run(self, world: str, seed: int) -> Path:
         return self.root / world / f"seed_{seed}"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 from torch.autograd.functional import jacobian as autograd_jacobian
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM,
+                          LlamaConfig, LlamaForCausalLM)
 
 from channels.metrics import spectrum_metrics
 from channels.sites import run_sites, site_function
@@ -20,9 +21,8 @@ from experiments.cli import main as ltc
 from experiments.data.corpus import token_blocks
 from experiments.models.hf import load_model
 from channels.metrics import METRIC_NAMES as METRICS
-from channels.sweep import Sweep
-from channels.sweep_plan import Pair, is_causal, source_positions, target_order
-from channels.sweep_results import distance_bin
+from channels.sweep.run import Sweep
+from channels.sweep.plan import Pair, distance_bin, is_causal, source_positions, target_order
 from channels.jacobian import iter_sequence_jacobian
 from wandb_offline import read_runs
 
@@ -56,8 +56,16 @@ def models(tmp_path_factory) -> dict[str, Path]:
             max_position_embeddings=32,
         )
     ).save_pretrained(root / "bert")
+    GPTNeoXForCausalLM(
+        GPTNeoXConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                      vocab_size=256, max_position_embeddings=32, bos_token_id=0, eos_token_id=0)
+    ).save_pretrained(root / "neox")
+    LlamaForCausalLM(  # grouped-query attention: 4 query heads share 2 key/value heads
+        LlamaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=24, vocab_size=256, max_position_embeddings=32, bos_token_id=0, eos_token_id=0)
+    ).save_pretrained(root / "llama")
     (root / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)
-    return {"gpt2": root / "gpt2", "bert": root / "bert", "text": root / "text.txt"}
+    return {name: root / name for name in ("gpt2", "bert", "neox", "llama")} | {"text": root / "text.txt"}
 
 
 def base_args(models: dict[str, Path], out: Path, model: str = "gpt2") -> list[str]:
@@ -112,7 +120,7 @@ def npz_equal(left: Path, right: Path) -> None:
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-9, err_msg=key)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bert"])
+@pytest.mark.parametrize("name", ["gpt2", "bert", "neox", "llama"])
 def test_item_jacobian_matches_autograd_and_causality(models, name):
     loaded = load_model(str(models[name]), dtype="float64")
     ids = torch.randint(0, 256, (LENGTH,), generator=torch.Generator().manual_seed(3))
@@ -125,14 +133,43 @@ def test_item_jacobian_matches_autograd_and_causality(models, name):
         after = ours[t + 1 :].abs().sum()
         if t == LENGTH - 1:
             assert after == 0  # no source after the last position
-        elif name == "gpt2":
+        elif name != "bert":
             assert after == 0  # causal: J(t, s > t) is exactly zero
         else:
             assert after > 1e-6
-    assert is_causal(loaded.model, ids[None], PAIR) == (name == "gpt2")
-    assert source_positions(4, LENGTH, name == "gpt2", None) == (
-        list(range(5)) if name == "gpt2" else list(range(LENGTH))
-    )
+    causal = name != "bert"
+    assert is_causal(loaded.model, ids[None], PAIR) == causal
+    assert source_positions(4, LENGTH, causal, None) == (list(range(5)) if causal else list(range(LENGTH)))
+    if causal:  # every self block at once, and the blocks on a cached prefix, equal the per-target ones
+        from channels.jacobian import block_operators, cached_prefix
+        from channels.self_jacobian import self_jacobians
+
+        reference = torch.stack([reference_jacobian(loaded.model, ids, t)[t] for t in range(LENGTH)])
+        torch.testing.assert_close(self_jacobians(loaded.model, ids[None], PAIR.a, PAIR.b, chunk_size=6),
+                                   reference, rtol=1e-6, atol=1e-7)
+        ops = block_operators(loaded.model, cached_prefix(loaded.model, ids[None, :8], 5), PAIR.a, PAIR.b,
+                              target=2, sources=[0, 2], chunk_size=7)
+        eye = torch.eye(16, dtype=torch.float64)
+        for block, s in zip(ops.vjp([eye, eye]), (5, 7)):
+            torch.testing.assert_close(block, reference_jacobian(loaded.model, ids, 7)[s], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["neox", "llama"])
+def test_other_families_resolve_their_sites_and_run(models, name, tmp_path):
+    from channels.sites import available_sites, resolve_site
+
+    loaded = load_model(str(models[name]))
+    sites = available_sites(loaded.model)
+    for kind in ("resid_pre", "resid_post", "mlp_hidden", "attn_out"):
+        assert {f"{kind}.0", f"{kind}.1"} <= set(sites)
+        site = resolve_site(loaded.model, f"{kind}.-1")
+        assert site.module_path.startswith("layers.1")
+    out = tmp_path / name
+    assert ltc(base_args(models, out, name)) == 0
+    summary = __import__("json").loads((out / "results.json").read_text())
+    entry = summary["pairs"][PAIR.name]
+    assert entry["causal"] and entry["founding"]["s_eq_t"]["t"] == LENGTH - 1
+    assert 0 <= summary["coupling"]["mean_across_depth"] <= 1
 
 
 def test_sweep_numbers_match_references(models, single_run, tmp_path):

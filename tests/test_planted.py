@@ -18,7 +18,7 @@ from channels.verdict.networks import reader
 from channels.verdict.rundata import load_run
 from experiments.cli import main
 from experiments.data.planted import INPUT, RELU_MEAN, WORLDS, PlantedDataModule
-from experiments.data.population import DEFAULT_POPULATION_SEED, RANGES, draw_population
+from experiments.data.population import DEFAULT_POPULATION_SEED, RANGES, draw_instance, draw_population
 from experiments.report.networks import RunNetworks
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "planted" / "population.yaml"
@@ -40,7 +40,9 @@ def test_the_population_spans_the_families_optimisers_and_ranges():
         assert 0 <= i.label_noise <= 0.05 and i.spec.classes in RANGES["classes"]
     assert any(i.knobs.get("narrow") and i.spec.width == 16 and i.spec.rank == 1 for i in population)
     assert {i.verdict_truth for i in scored} == {SUBCIRCUITS, CHANNELS, MIXED, NO_TICKET, NOTHING_LEARNED}
-    assert [i.spec.alpha for i in population if i.family == "dial"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert [i.spec.alpha for i in population if i.family == "dial"] == [0.0, 1.0, 0.25, 0.5, 0.75]  # ends first
+    prefix = draw_population(DEFAULT_POPULATION_SEED, limit=8)  # round-robin: any prefix spans the families
+    assert len({i.family for i in prefix}) == 8 and prefix == population[:8]
     fresh = {i.world_seed for i in population}
     assert not fresh & {i.world_seed for seed in range(10) for i in draw_population(seed)}  # never seen in development
 
@@ -187,3 +189,17 @@ def test_calibrate_quick_reads_every_family_right_within_twelve_minutes(tmp_path
     assert all(not e["provisional"] and e["seeds"] == 5 for e in result["instances"])
     assert not result["opposite"], result["opposite"]
     assert result["verdict_errors"]["wrong"] <= 1, result["errors"]
+
+
+def test_a_reading_is_reused_only_while_its_runs_and_instance_stand(tmp_path):
+    from experiments.commands.calibrate import reading_key
+    instance = draw_instance("input_channel", 0, 1)
+    run = tmp_path / instance.name / "seed_0"
+    (run / "level_00").mkdir(parents=True)
+    metrics = run / "level_00" / "metrics.json"
+    metrics.write_text("{}")
+    key = reading_key(instance, [run])
+    assert reading_key(instance, [run]) == key
+    assert reading_key(draw_instance("input_channel", 1, 1), [run]) != key
+    metrics.write_text('{"test/acc": 0.5}')
+    assert reading_key(instance, [run]) != key

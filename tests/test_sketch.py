@@ -12,8 +12,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from channels import sketch
 from channels.sites import run_sites, site_function
-from channels.sweep import Sweep
-from channels.sweep_plan import Pair, SweepSettings
+from channels.sweep.run import Sweep
+from channels.sweep.plan import Pair, SweepSettings
 from lth.layout import SweepLayout
 
 
@@ -42,11 +42,15 @@ def test_moments_are_unbiased_with_calibrated_standard_errors():
     se2 = np.stack([d.schatten4_se for d in draws]).mean(0)
     np.testing.assert_allclose(se1, f1.std(0), rtol=0.25)
     np.testing.assert_allclose(se2, f2.std(0), rtol=0.25)
-    ratios = []
-    for seed in range(100):  # the ratio is consistent: a few % of bias at m = 64
+    ratios, ratio_se = [], []
+    for seed in range(200):  # the ratio is consistent: a few % of bias at m = 64
         u = sketch.gaussian_cotangents(64, 12, seed)
-        ratios.append(sketch.moments(torch.einsum("ib,sba->isa", u, jac)).participation_ratio)
+        found = sketch.moments(torch.einsum("ib,sba->isa", u, jac))
+        ratios.append(found.participation_ratio)
+        ratio_se.append(found.participation_ratio_se)
     np.testing.assert_allclose(np.mean(ratios, 0), truth1**2 / truth2, rtol=0.06)
+    # the jackknife standard error of the ratio matches the spread of the draws within 30%
+    np.testing.assert_allclose(np.mean(ratio_se, 0), np.std(ratios, 0), rtol=0.3)
 
 
 def test_sketched_matrices_are_unbiased():
@@ -117,3 +121,63 @@ def test_sketched_sweep_agrees_with_the_exact_one(gpt2, tmp_path):
             row = t - offset
             np.testing.assert_allclose(sketched["singular_values"][row], exact["singular_values"][row, :4], rtol=1e-4)
         assert np.isnan(sketched["singular_values"][1 if t > 2 else 0]).all() or t <= 2
+
+
+def known_spectrum(values: np.ndarray, rows: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    cols = len(values)
+    u = torch.linalg.qr(torch.randn(rows, cols, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(cols, cols, generator=g, dtype=torch.float64)).Q
+    return (u * torch.as_tensor(values)) @ v.T
+
+
+@pytest.mark.parametrize("name, values", [
+    ("flat top", np.r_[np.ones(40), np.full(160, 0.5)]),
+    ("nearly flat", np.arange(1, 201) ** -0.1),  # like random GPT-2 blocks: sigma_32 / sigma_1 ~ 0.7
+    ("decaying", 0.9 ** np.arange(200)),
+])
+def test_topk_error_bound_holds_on_known_spectra(name, values):
+    from channels.jacobian import topk_singular
+
+    for seed in range(3):
+        matrix = known_spectrum(values, 220, seed)
+        found = topk_singular(lambda x: x @ matrix.T, lambda y: y @ matrix, 200, 220, k=8, block_size=12,
+                              n_iter=12, tol=0.005, dtype=torch.float64, seed=seed)
+        truth = torch.as_tensor(np.sort(values)[::-1][:8].copy())
+        error = (truth - found.values) / truth
+        assert (error >= -1e-12).all()  # Ritz values never exceed the singular values
+        assert (error <= found.error + 1e-12).all(), (name, error, found.error)  # the reported bound holds
+        assert error.max() <= 0.02  # the stop rule's target
+        assert found.steps < 12 or name == "nearly flat"  # the error estimate stops early
+
+
+def test_sized_sketch_grows_until_the_reported_error_is_small(gpt2):
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(5))
+    y, u, found = sketch.sized_sketch(gpt2, ids, "resid_pre.0", "resid_post.1", 9, list(range(10)), 16, 8, 256,
+                                      0.05, chunk_size=8, seed=3)
+    rel = found.participation_ratio_se / found.participation_ratio
+    assert len(u) > 8 and (rel.max() <= 0.05 or len(u) == 256) and len(u) % 2 == 0
+    torch.testing.assert_close(u[:8], sketch.gaussian_cotangents(8, 16, 3))  # the first draws stay
+    fixed, _, _ = sketch.sized_sketch(gpt2, ids, "resid_pre.0", "resid_post.1", 9, list(range(10)), 16, 8, 256,
+                                      None, chunk_size=8, seed=3)
+    assert len(fixed) == 8
+    torch.testing.assert_close(y[:8], fixed)
+
+
+def test_blocks_on_a_cached_prefix_equal_the_whole_sequence(gpt2):
+    from channels.jacobian import block_operators, cached_prefix, sequence_jacobian
+
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(6))
+    t, sources = 10, [10, 8, 7]
+    whole = sequence_jacobian(gpt2, ids[:, : t + 1], "resid_pre.0", "resid_post.1", targets=[t], sources=sources)[0]
+    start = min(sources)
+    ops = block_operators(gpt2, cached_prefix(gpt2, ids[:, : t + 1], start), "resid_pre.0", "resid_post.1",
+                          target=t - start, sources=[s - start for s in sources], chunk_size=5)
+    eye = torch.eye(16, dtype=torch.float64)
+    for i, block in enumerate(ops.vjp([eye] * 3)):
+        torch.testing.assert_close(block, whole[i], rtol=1e-9, atol=1e-12)
+    for i, block in enumerate(ops.jvp([eye] * 3)):
+        torch.testing.assert_close(block, whole[i].T, rtol=1e-9, atol=1e-12)
+    found = sketch.blocks_topk(gpt2, ids, "resid_pre.0", "resid_post.1", t, sources, 4, 6, 8, 1e-6, 5, 0, True)
+    for (values, _), block in zip(found, whole):
+        np.testing.assert_allclose(values, torch.linalg.svdvals(block)[:4].numpy(), rtol=1e-6)

@@ -10,6 +10,10 @@ Cases (each times its path and its baseline in turn, in the same process):
   `autograd.functional.jacobian` loop (both EXTRAPOLATED from a measured subset to the full sweep),
   its FLOP rate vs a float32 matmul, and matrix-free top-k singular values vs exact J + SVD
   (bench/jacobian.py);
+- jacobian_sketch: the sketched sweep against the exact one per summarised block, with top-8 and the
+  participation ratio's errors (bench/jacobian_sketch.py);
+- jacobian_peers: the Jacobian lens and block coupling against the public reference implementations'
+  way, time per prompt and agreement (bench/jacobian_peers.py);
 - jacobian_chunks: the same sweep at two VJP chunk sizes, the knob that bounds its peak memory
   (on CUDA the larger one is chosen from free memory; bench/jacobian.py);
 - precision (CUDA only): the top-k singular values of J(t, t) under TF32 and bf16 against float32,
@@ -57,9 +61,10 @@ from lth.rundir import write_text
 if TYPE_CHECKING:
     from typing import Self
 
-CPU_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "callback", "end_to_end")
-CUDA_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "precision", "callback",
-              "end_to_end")
+CPU_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "jacobian_peers", "callback",
+             "end_to_end")
+CUDA_CASES = ("masking", "covariance", "jacobian", "jacobian_chunks", "jacobian_sketch", "jacobian_peers", "precision",
+              "callback", "end_to_end")
 DEFAULT_CONFIG = "configs/mnist1d_imp.yaml"
 
 
@@ -89,6 +94,9 @@ class Sizes:
     sketch_context: int = 32  # jacobian_sketch: context, targets, random VJPs per target
     sketch_targets: int = 2
     sketch_size: int = 64
+    peer_context: int = 32  # jacobian_peers: context, prompts, tokens of the block coupling
+    peer_prompts: int = 1
+    peer_tokens: int = 4
 
 
 ALL_SHAPES = ("mnist1d-mlp", "lenet-300-100", "wide-mlp")
@@ -101,14 +109,16 @@ SIZES = {
     "quick": replace(FULL, masking_steps=20, masking_rounds=3, masking_shapes=ALL_SHAPES[:2], cov_rows=32_768,
                      cov_dim=128, cov_repeats=2, jac_context=32, jac_rows=4, jac_pairs=1, svd_context=8,
                      chunk_context=32, chunk_rows=16, chunk_sizes=(4, 16), train_steps=300, sketch_context=16,
-                     sketch_targets=1),
+                     sketch_targets=1, peer_context=16, peer_prompts=1, peer_tokens=2),
     "tiny": replace(FULL, masking_steps=2, masking_rounds=1, masking_shapes=ALL_SHAPES[:1], cov_rows=512,
                     cov_dim=16, cov_chunk=128, cov_repeats=1, jac_context=8, jac_rows=2, jac_pairs=1,
                     svd_context=4, top_k=8, block_size=4, n_iter=4, jac_chunk=8, chunk_context=8, chunk_rows=4,
-                    chunk_sizes=(2, 4), train_steps=20, sketch_context=4, sketch_targets=1, sketch_size=4),
+                    chunk_sizes=(2, 4), train_steps=20, sketch_context=4, sketch_targets=1, sketch_size=4,
+                    peer_context=8, peer_prompts=1, peer_tokens=2),
 }
 CUDA_FULL = replace(FULL, masking_steps=100, cov_rows=262_144, jac_context=1024, jac_rows=256, svd_context=1024,
-                    jac_chunk=64, chunk_context=1024, chunk_rows=256, chunk_sizes=(16, 0))
+                    jac_chunk=64, chunk_context=1024, chunk_rows=256, chunk_sizes=(16, 0), sketch_context=256,
+                    sketch_targets=4, peer_context=256, peer_prompts=4, peer_tokens=32)
 
 
 @dataclass
@@ -230,7 +240,8 @@ class LazyCase:
 CASES: dict[str, Case] = {
     "masking": LazyCase("masking"), "covariance": LazyCase("covariance"), "jacobian": LazyCase("jacobian"),
     "jacobian_chunks": LazyCase("jacobian", "chunks_case"), "precision": LazyCase("jacobian", "precision_case"),
-    "jacobian_sketch": LazyCase("jacobian_sketch"), "callback": LazyCase("callback"),
+    "jacobian_sketch": LazyCase("jacobian_sketch"), "jacobian_peers": LazyCase("jacobian_peers"),
+    "callback": LazyCase("callback"),
     "end_to_end": LazyCase("end_to_end"),
 }
 

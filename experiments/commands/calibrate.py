@@ -14,11 +14,14 @@ run directories: re-running resumes. `--quick`: one instance per family and the 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
+import channels
 from channels.verdict.battery import run_battery, verdict
 from channels.verdict.calibration import calibration, instance_entry
 from channels.verdict.dial import dial_summary
@@ -81,13 +84,39 @@ def plan(instances: list[Instance], cfg, layout: CalibrationLayout, tmp: Path) -
     return launches
 
 
+def reading_key(instance: Instance, run_dirs: list[Path]) -> str:
+    """sha256 of what an instance's reading depends on: the reading code (every source file of
+    `channels`), the instance and its truths, and its runs' files (path and content: a resumed run
+    rewrites its config.yaml with the same content)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(channels.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    digest.update(json.dumps([instance.describe(), instance.truths, instance.verdict_truth], sort_keys=True).encode())
+    for run_dir in run_dirs:
+        for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(run_dir.parent)}|".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def read_instance(instance: Instance, population_seed: int, seeds: list[int], root: str, threads: int) -> dict:
-    """The battery's verdict on one instance's runs, scored: a line of calibration.json."""
+    """The battery's verdict on one instance's runs, scored: a line of calibration.json. Kept in
+    `readings/<instance>.json` and reused while the code, the instance and its runs are unchanged
+    (an interrupted calibration resumes its reading too)."""
     limit_cpu_threads(threads)  # the tests' small products crawl when threads outnumber free cores
     layout = CalibrationLayout(Path(root))
-    runs = [load_run(layout.run(instance_dir(population_seed, instance), seed)) for seed in seeds]
+    run_dirs = [layout.run(instance_dir(population_seed, instance), seed) for seed in seeds]
+    key, saved = reading_key(instance, run_dirs), layout.reading(instance.name)
+    if saved.is_file():
+        cached = json.loads(saved.read_text())
+        if cached.get("key") == key:
+            return cached["entry"]
+    runs = [load_run(run_dir) for run_dir in run_dirs]
     result = verdict(run_battery(runs, RunNetworks.for_runs(runs)))
-    return instance_entry(instance.name, instance.describe(), instance.truths, instance.verdict_truth, result)
+    entry = instance_entry(instance.name, instance.describe(), instance.truths, instance.verdict_truth, result)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(saved, {"key": key, "entry": entry})
+    return entry
 
 
 def read_all(instances: list[Instance], cfg, layout: CalibrationLayout) -> list[dict]:

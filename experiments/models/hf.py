@@ -37,7 +37,7 @@ class LoadedModel:
     width: int
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Keep transformers' and the hub's warnings (e.g. each failed request) off the console: a
     failure reaches the user as one line (`_not_found`)."""
     import huggingface_hub
@@ -63,7 +63,8 @@ def _not_found(name: str, exc: OSError) -> LTCError:
     return LTCError(
         f"model {name!r} is {where} and {reach}: download it once with network "
         f"(`huggingface-cli download {name}`, or run this command online), point HF_HOME "
-        f"at a cache that has it, or pass --model a local directory ({cause})"
+        f"at a cache that has it, or pass --model a local directory, e.g. the GPT trained here "
+        f"(`ltc lm --config configs/gpt_text_train.yaml`, then --model runs/gpt_text/step-002000) ({cause})"
     )
 
 
@@ -102,7 +103,7 @@ def load_model(name: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     """The base model of `name` (hub name or local directory) on `device` in `dtype`, eval mode."""
     if dtype not in DTYPES:
         raise LTCError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoConfig, AutoModel
 
     try:

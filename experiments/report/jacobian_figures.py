@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from channels.plotting import plt, save_figure
-from channels.sweep_plan import Pair
-from channels.sweep_results import metric_curves
-from channels.sweep_state import SIDES
+from channels.sweep.plan import Pair
+from channels.sweep.results import metric_curves
+from channels.sweep.state import SIDES
 from experiments.report.jacobian_panels import panel_figures
 from lth.layout import SweepLayout
 

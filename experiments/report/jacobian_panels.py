@@ -19,7 +19,7 @@ import numpy as np
 
 from channels.metrics import METRIC_NAMES
 from channels.plotting import plt, save_figure
-from channels.sweep_plan import Pair
+from channels.sweep.plan import Pair
 from lth.layout import SweepLayout
 
 SIGMA_RANKS = (1, 2, 4, 8)

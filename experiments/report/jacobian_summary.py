@@ -7,7 +7,8 @@ from channels.keys import cov_key
 
 
 def scalars(summary: dict) -> dict[str, float]:
-    """Flat W&B keys: jacobian/<pair>/<founding|gram|vs_cov|propagation|lens>/..., spectra/<site>/cov/<metric>."""
+    """Flat W&B keys: jacobian/<pair>/<founding|gram|vs_cov|propagation|lens>/...,
+    jacobian/<pair>/<metric>_by_distance/<t - s>/<median|lo|hi>, spectra/<site>/cov/<metric>."""
     out = {}
     for pair, entry in summary["pairs"].items():
         groups = {f"founding/{name}": values for name, values in entry["founding"].items()}
@@ -16,6 +17,11 @@ def scalars(summary: dict) -> dict[str, float]:
         groups |= {f"propagation/{key}": values for key, values in entry["propagation"].items()}
         if "lens" in entry:
             groups["lens"] = entry["lens"]
+        for metric, rows in entry.get("intervals", {}).items():
+            for r in rows:
+                lo, hi = r["distance"]
+                groups[f"{metric}_by_distance/{lo}" + (f"-{hi}" if hi != lo else "")] = \
+                    {k: r[k] for k in ("median", "lo", "hi")}
         for group, values in groups.items():
             out |= {
                 f"jacobian/{pair}/{group}/{k}": float(v)
@@ -54,12 +60,15 @@ def summary_lines(summary: dict) -> list[str]:
                 f"sigma_min {f['sigma_min']:.3g}, numerical rank {f['numerical_rank']:.0f}, "
                 f"effective rank {f['effective_rank']:.1f}, top-1 share {f['top1_share']:.3f}"
             )
+        intervals = {tuple(r["distance"]): r for r in entry.get("intervals", {}).get("participation_ratio", [])}
         for row in entry["distance_bins"]:
             if row["side"] == "s<=t" and row["distance"][0] in (0, 1, 2, 3, 9, 65, 513):
                 lo, hi = row["distance"]
+                bounds = intervals.get((lo, hi))
+                interval = f" [{bounds['lo']:.1f}, {bounds['hi']:.1f}]" if bounds else ""
                 lines.append(
                     f"  t - s in [{lo}, {hi}]: median participation ratio "
-                    f"{row['participation_ratio']['median']:.1f}, effective rank "
+                    f"{row['participation_ratio']['median']:.1f}{interval}, effective rank "
                     f"{row['effective_rank']['median']:.1f}, ||J||_F^2 "
                     f"{row['frobenius_sq']['median']:.3g} (n={row['n']})"
                 )

@@ -4,7 +4,8 @@
   standard errors for the sketch, singular values) of all finished items;
 - metrics against the distance t - s: per bin (0, 1, 2, 3-4, 5-8, ..., sides s <= t and s > t
   apart), with median, quartiles, mean and count over (context, t) (NaN entries, which the
-  sketch leaves where it has no estimate, are left out);
+  sketch leaves where it has no estimate, are left out); for the participation ratio and the
+  effective rank also the median's bootstrap interval over contexts and targets (`intervals`);
 - the founding spectra (exact method): J(t, t) and J(t, t - 2) at the first context's last target;
 - the expected Grams E[J^T J] (input side) and E[J J^T] (output side), for s = t (`self`),
   s != t (`cross`) and all blocks pooled (`all`), their eigenvalues and top-k eigenvectors;
@@ -25,26 +26,16 @@ import torch
 from channels.agreement import jacobian_vs_covariance, matrix_agreement
 from channels.metrics import METRIC_NAMES, eigh_desc, spectrum_metrics
 from channels.spectra import load_npz
-from channels.sweep import Sweep
-from channels.sweep_items import FOUNDING
-from channels.sweep_state import PARTS, SIDES, ShardState
+from channels.sweep.intervals import distance_intervals
+from channels.sweep.plan import bin_range, distance_bin
+from channels.sweep.run import Sweep
+from channels.sweep.items import FOUNDING
+from channels.sweep.state import PARTS, SIDES, ShardState
 from lth.errors import LTCError
 
 QUANTILES = {"q25": 25, "median": 50, "q75": 75}
+INTERVAL_METRICS = ("participation_ratio", "effective_rank")
 COLUMNS = ("context", "target", "source", "metrics", "metric_se", "singular_values", "seconds")
-
-
-def distance_bin(distance: np.ndarray) -> np.ndarray:
-    """Bin of |t - s|: 0 -> 0, 1 -> 1, 2 -> 2, 3-4 -> 3, 5-8 -> 4, ... (1 + ceil(log2 |d|))."""
-    size = np.abs(distance)
-    out = np.zeros(size.shape, dtype=np.int64)
-    out[size > 0] = 1 + np.ceil(np.log2(size[size > 0])).astype(np.int64)
-    return out
-
-
-def bin_range(index: int) -> tuple[int, int]:
-    """The distances [lo, hi] of a bin."""
-    return (index, index) if index <= 2 else (2 ** (index - 2) + 1, 2 ** (index - 1))
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
@@ -146,6 +137,11 @@ def _pair_entry(sweep: Sweep, index: int, state: ShardState, covs: dict, top_k: 
         "causal": sweep.causal[pair],
         "founding": _founding(table, rtol),
         "distance_bins": metric_curves(table["distance"], table["metrics"], by_bin=True),
+        "intervals": {
+            name: distance_intervals(table["context"], table["target"], table["distance"],
+                                     table["metrics"][:, METRIC_NAMES.index(name)])
+            for name in INTERVAL_METRICS
+        },
         "gram": {},
         "jacobian_vs_covariance": {},
         "propagation": {},

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from channels.covariance import StreamingCovariance
-from channels.sweep_plan import Pair
+from channels.sweep.plan import Pair
 from lth.errors import LTCError
 
 SIDES = ("in", "out")

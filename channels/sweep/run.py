@@ -1,20 +1,4 @@
-"""The sweep behind `ltc jacobian`: J(t, s) = d b[t] / d a[s] for many (context, t), stored item by item.
-
-What is measured (pairs, settings, items, sources): `channels.sweep_plan`; one item, exact or
-sketched: `channels.sweep_items`; the running sums and the covariance: `channels.sweep_state`;
-the merged numbers: `channels.sweep_results`. Names of the output directory: `lth.layout.SweepLayout`.
-
-Order of work: the covariance at every site over `covariance_contexts` contexts first (every
-shard computes the same one and stores it once: the propagated covariance of each item needs
-Cov(a)), then the items. Each item's file is written atomically, then the shard's state (items
-finished and sums) is rewritten.
-
-Resume: an item listed in any state file is never recomputed; an item file without a state
-entry (a crash in between) is recomputed. Sharding: shard I of N computes the items with
-(context + rank of t) % N == I. The assignment depends only on (context, t), so the sweep can
-later be extended (more contexts or targets: both orders are prefix-stable) and resumed with
-another shard count.
-"""
+"""`Sweep`: the items of one Jacobian sweep, their storage, resume and shards (see `channels.sweep`)."""
 
 from __future__ import annotations
 
@@ -35,9 +19,9 @@ from torch import nn
 from channels.covariance import StreamingCovariance
 from channels.sites import run_sites
 from channels.spectra import load_npz, save_npz
-from channels.sweep_items import ITEM_METHODS, ItemInput
-from channels.sweep_plan import Item, Pair, SweepSettings, is_causal, source_positions, target_order
-from channels.sweep_state import ShardState, covariance_arrays, load_covariances
+from channels.sweep.items import ITEM_METHODS, ItemInput
+from channels.sweep.plan import Item, Pair, SweepSettings, is_causal, source_positions, target_order
+from channels.sweep.state import ShardState, covariance_arrays, load_covariances
 from lth.errors import LTCError
 from lth.layout import SweepLayout
 
@@ -171,7 +155,7 @@ class Sweep:
     def compute_item(
         self, item: Item, covs: dict[str, StreamingCovariance]
     ) -> tuple[dict[str, np.ndarray], dict]:
-        """The arrays of one item and its contribution to the sums (see channels.sweep_items)."""
+        """The arrays of one item and its contribution to the sums (see channels.sweep.items)."""
         pair = self.pairs[item.pair]
         job = ItemInput(
             model=self.model,

@@ -7,7 +7,7 @@ pair is causal (b[t] cannot see later positions), and return
   (the registry's `METRIC_NAMES` per block; the sketch fills what it estimates, NaN elsewhere),
   `metric_se` (sketch: standard errors where it has them), `seconds` (Jacobian or sketch,
   spectra, sums), and for the exact method the full spectra of J(t, t) and J(t, t - 2);
-- the item's contribution to every sum of `channels.sweep_state` (name -> (total, count)).
+- the item's contribution to every sum of `channels.sweep.state` (name -> (total, count)).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from channels import sketch
 from channels.jacobian import iter_sequence_jacobian
 from channels.metrics import METRIC_NAMES, metric_table, stable_rank_of
-from channels.sweep_plan import Pair, SweepSettings
+from channels.sweep.plan import Pair, SweepSettings
 from lth.seeds import derive_seed
 
 SOURCE_CHUNK = 64  # blocks per SVD / Gram update call: bounds the working memory
@@ -120,13 +120,12 @@ def sketch_item(job: ItemInput) -> tuple[dict[str, np.ndarray], dict]:
     start = time.perf_counter()
     seed = derive_seed("sketch", job.pair.name, job.context, job.target)
     window = job.window
-    cotangents = sketch.gaussian_cotangents(s.sketch_size, job.width_b, seed)
-    y = sketch.vjp_sketch(
-        job.model, window, job.pair.a, job.pair.b, job.target, cotangents, job.chunk_size
-    )[:, job.sources]
+    y, cotangents, mom = sketch.sized_sketch(
+        job.model, window, job.pair.a, job.pair.b, job.target, job.sources, job.width_b, s.sketch_size,
+        s.sketch_max_size, s.sketch_pr_rel_se, job.chunk_size, seed,
+    )
     sync(device)
     middle = time.perf_counter()
-    mom = sketch.moments(y)
     names = list(METRIC_NAMES)
     n = len(job.sources)
     metrics = np.full((n, len(names)), np.nan)
@@ -138,21 +137,22 @@ def sketch_item(job: ItemInput) -> tuple[dict[str, np.ndarray], dict]:
         metrics[:, names.index(name)] = value
         metric_se[:, names.index(name)] = se
     singular = np.full((n, s.sketch_topk), np.nan, dtype=np.float32)
-    for offset in s.sketch_topk_offsets:
-        source = job.target - offset
-        if source not in job.sources:
-            continue
-        row = job.sources.index(source)
-        top = sketch.block_topk(
-            job.model, window, job.pair.a, job.pair.b, job.target, source, s.sketch_topk,
-            s.krylov_block, s.krylov_iters, job.chunk_size, seed + offset,
+    steps = np.zeros(n, dtype=np.int64)
+    rows = [job.sources.index(job.target - o) for o in s.sketch_topk_offsets if job.target - o in job.sources]
+    if rows:
+        start_rows = [y[: s.krylov_block, row] for row in rows]  # J(t, s)^T u: a free first half-step
+        found = sketch.blocks_topk(
+            job.model, window, job.pair.a, job.pair.b, job.target, [job.sources[r] for r in rows], s.sketch_topk,
+            s.krylov_block, s.krylov_iters, s.krylov_tol, job.chunk_size, seed + 1, job.causal, start_rows,
         )
-        singular[row, : len(top)] = top
-        lam, total = top.astype(np.float64) ** 2, mom.frobenius_sq[row]
-        metrics[row, names.index("sigma_max")] = top[0]
-        metrics[row, names.index("stable_rank")] = stable_rank_of(total, lam[0])
-        metrics[row, names.index("top1_share")] = lam[0] / total if total > 0 else 0.0
-        metrics[row, names.index("topk_share")] = lam.sum() / total if total > 0 else 0.0
+        for row, (top, taken) in zip(rows, found):
+            singular[row, : len(top)] = top
+            steps[row] = taken
+            lam, total = top.astype(np.float64) ** 2, mom.frobenius_sq[row]
+            metrics[row, names.index("sigma_max")] = top[0]
+            metrics[row, names.index("stable_rank")] = stable_rank_of(total, lam[0])
+            metrics[row, names.index("top1_share")] = lam[0] / total if total > 0 else 0.0
+            metrics[row, names.index("topk_share")] = lam.sum() / total if total > 0 else 0.0
     spectra_end = time.perf_counter()
     sums = {}
     cov = job.cov_a.to(device)
@@ -171,6 +171,8 @@ def sketch_item(job: ItemInput) -> tuple[dict[str, np.ndarray], dict]:
         "singular_values": singular,
         "metrics": metrics,
         "metric_se": metric_se,
+        "sketch_size": np.asarray(len(cotangents)),
+        "krylov_steps": steps,
         "seconds": np.asarray(
             [middle - start, spectra_end - middle, time.perf_counter() - spectra_end]
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,10 +68,15 @@ class SweepSettings:
             (`sketch_size` random VJPs per target: unbiased ||J||_F^2, tr((J J^T)^2) and the
             participation ratio of every block with standard errors, top-k singular values of
             the blocks at `sketch_topk_offsets`; see channels.sketch).
-        sketch_size: random cotangents m per target (sketch).
+        sketch_size: random cotangents m per target to start with (sketch).
+        sketch_pr_rel_se: the sketch grows (up to `sketch_max_size`) until every block's
+            participation ratio has a relative standard error at most this (null: fixed m).
+        sketch_max_size: the most cotangents per target.
         sketch_topk: k of the sketch's top singular values (block Krylov per block).
         sketch_topk_offsets: distances t - s whose blocks get top-k singular values (sketch).
-        krylov_block, krylov_iters: block size and power steps of that block Krylov.
+        krylov_block, krylov_iters: block size and the most power steps of that block Krylov.
+        krylov_tol: the block Krylov stops once a step moves no top-k Ritz value by more than
+            this, relative (null: always `krylov_iters` steps).
         lens_skip_first: targets t < this are left out of the Jacobian lens (attention sinks).
     """
 
@@ -85,10 +91,13 @@ class SweepSettings:
     chunk_size: int | None = None
     method: str = "exact"
     sketch_size: int = 64
+    sketch_pr_rel_se: float | None = 0.02
+    sketch_max_size: int = 256
     sketch_topk: int = 8
     sketch_topk_offsets: list[int] = field(default_factory=lambda: [0, 2])
     krylov_block: int = 12
     krylov_iters: int = 6
+    krylov_tol: float | None = 0.01
     lens_skip_first: int = 4
 
     def validate(self) -> None:
@@ -108,6 +117,10 @@ class SweepSettings:
             raise LTCError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.sketch_size < 4 or self.sketch_size % 2:
             raise LTCError(f"sketch_size must be even and >= 4, got {self.sketch_size}")
+        if self.sketch_max_size < self.sketch_size or self.sketch_max_size % 2:
+            raise LTCError(f"sketch_max_size must be even and >= sketch_size, got {self.sketch_max_size}")
+        if any(v is not None and v <= 0 for v in (self.sketch_pr_rel_se, self.krylov_tol)):
+            raise LTCError("sketch_pr_rel_se and krylov_tol must be positive or null")
         if self.sketch_topk < 1 or any(o < 0 for o in self.sketch_topk_offsets):
             raise LTCError("sketch_topk must be >= 1 and sketch_topk_offsets >= 0")
 
@@ -164,3 +177,16 @@ def is_causal(model: nn.Module, ids: torch.Tensor, pair: Pair) -> bool:
         with replace(model, pair.a, nudge):
             after = run_sites(model, ids, [pair.b])[pair.b]
     return bool(torch.equal(before[:, :-1], after[:, :-1]))
+
+
+def distance_bin(distance: np.ndarray) -> np.ndarray:
+    """Bin of |t - s|: 0 -> 0, 1 -> 1, 2 -> 2, 3-4 -> 3, 5-8 -> 4, ... (1 + ceil(log2 |d|))."""
+    size = np.abs(distance)
+    out = np.zeros(size.shape, dtype=np.int64)
+    out[size > 0] = 1 + np.ceil(np.log2(size[size > 0])).astype(np.int64)
+    return out
+
+
+def bin_range(index: int) -> tuple[int, int]:
+    """The distances [lo, hi] of a bin."""
+    return (index, index) if index <= 2 else (2 ** (index - 2) + 1, 2 ** (index - 1))
