@@ -46,6 +46,7 @@ from lth.reparam import CARRIED, IN, OUT, Slot, permute_slots, rescale_slots
 
 NEURON, CHANNEL, HEAD, RESIDUAL = "neuron", "channel", "head", "residual"
 UNIT_TESTS = "T3 (ablation of the ticket's units), T4 (unit alignment search) and T5 (weight matching across seeds)"
+UNKNOWN = "no unit layout is known for this model"
 KNOWN_MODELS = ("the project's MLP, LeNet-300-100, Conv-2/4/6, VGG-16, ResNet-20 (block channels), "
                 "GPT-2, GPT-NeoX and Llama-style transformers")
 
@@ -328,7 +329,7 @@ def unknown_units(net: nn.Module) -> str | None:
     when layouts are known."""
     if unit_layouts(net):
         return None
-    return (f"{type(net).__name__}: no unit layout is known for this model, so {UNIT_TESTS} cannot run "
+    return (f"{type(net).__name__}: {UNKNOWN}, so {UNIT_TESTS} cannot run "
             f"(known: {KNOWN_MODELS}; add one in channels/units.py)")
 
 
@@ -425,23 +426,42 @@ def weight_matching(weights_a: Mapping[str, torch.Tensor], weights_b: Mapping[st
     return [perms[g] for g in group_of]
 
 
-def reparametrise(net: nn.Module, seed: int, sigma: float = 1.0) -> nn.Module:
-    """A copy of `net` computing the same function in other parameters: transformer norms folded
-    into the next weights, every layout's units permuted at random (the residual stream once),
-    then every rescalable layout's units rescaled by s_j ~ lognormal(0, sigma). What a statistic
-    that claims these invariances must give the same answer on."""
-    out = copy.deepcopy(net)
-    if family(out) is not None:
-        fold_norms(out)
+def symmetry_draws(net: nn.Module, seed: int, sigma: float = 1.0) -> list[tuple[UnitLayout, np.ndarray, np.ndarray | None]]:
+    """Random symmetries of `net`'s units: per layout (the residual stream once) a permutation and,
+    where rescaling is a symmetry, factors s_j ~ lognormal(0, sigma) (None elsewhere)."""
     rng = np.random.default_rng(seed)
-    state = {k: v.clone() for k, v in out.state_dict().items()}
-    done: set[tuple[Slot, ...]] = set()
-    for layout in unit_layouts(out):
+    draws, done = [], set()
+    for layout in unit_layouts(net):
         if layout.slots in done:
             continue
         done.add(layout.slots)
-        state = permute_units(state, layout, rng.permutation(layout.n_units))
-        if layout.rescalable:
-            state = rescale_units(state, layout, np.exp(rng.normal(0.0, sigma, layout.n_units)))
+        perm = rng.permutation(layout.n_units)
+        scales = np.exp(rng.normal(0.0, sigma, layout.n_units)) if layout.rescalable else None
+        draws.append((layout, perm, scales))
+    return draws
+
+
+def reparametrise(net: nn.Module, seed: int, sigma: float = 1.0) -> nn.Module:
+    """A copy of `net` computing the same function in other parameters: transformer norms folded
+    into the next weights, every layout's units permuted at random (the residual stream once),
+    then every rescalable layout's units rescaled by s_j ~ lognormal(0, sigma) (`symmetry_draws`).
+    What a statistic that claims these invariances must give the same answer on."""
+    out = copy.deepcopy(net)
+    if family(out) is not None:
+        fold_norms(out)
+    state = {k: v.clone() for k, v in out.state_dict().items()}
+    for layout, perm, scales in symmetry_draws(out, seed, sigma):
+        state = permute_units(state, layout, perm)
+        if scales is not None:
+            state = rescale_units(state, layout, scales)
     out.load_state_dict(state)
+    return out
+
+
+def permute_like(tensors: Mapping[str, torch.Tensor], net: nn.Module, seed: int, sigma: float = 1.0) -> dict[str, torch.Tensor]:
+    """`tensors` named like `net`'s parameters (a mask) with their units permuted as
+    `reparametrise(net, seed, sigma)` permutes them: the mask of the reparametrised network."""
+    out = dict(tensors)
+    for layout, perm, _ in symmetry_draws(net, seed, sigma):
+        out = permute_units(out, layout, perm)
     return out

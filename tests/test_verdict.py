@@ -256,3 +256,44 @@ def test_descriptive_and_provisional_readings_never_vote():
     few = verdict(_results(TICKET, {"T2": {"act.0": CHANNELS}, "T3": {"act.0": CHANNELS}}, seeds=3))
     assert few["verdict"] == INCONCLUSIVE and few["provisional"] is True
     assert few["provisional_reading"] == CHANNELS
+
+
+class _UnknownNet(torch.nn.Module):
+    """A user's model no unit layout knows: one hidden layer under names of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode, self.decode = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.decode(torch.relu(self.encode(x)))
+
+
+def test_a_model_no_unit_layout_knows_is_named_in_one_line_in_the_results_and_the_verdict(tmp_path):
+    from channels.verdict.battery import run_battery
+    from channels.verdict.rundata import RunData, Trained
+
+    net = _UnknownNet()
+    weights = {k: v.detach() for k, v in net.state_dict().items()}
+    dense = Trained(tmp_path, 0, None, {"density": 1.0, "test": {"test/acc": 0.9, "test/chance": 0.34}})
+    dense.__dict__["mask"] = {k: torch.ones_like(v, dtype=torch.bool) for k, v in weights.items() if k.endswith("weight")}
+    dense.__dict__["weights"] = weights
+    dense.__dict__["spectra"] = None
+    run = RunData(tmp_path, {"seed_everything": 0}, {0: dense})
+
+    class Source:
+        def net(self, run_, level):
+            return net
+
+        def evaluation_set(self, run_):
+            gen = torch.Generator().manual_seed(0)
+            return torch.randn(64, 6, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+
+    results = {r.test: r for r in run_battery([run], Source())}
+    line = "_UnknownNet: no unit layout is known for this model, so T3"
+    for key in ("T2", "T3", "T4"):
+        assert results[key].note.startswith(line), (key, results[key].note)
+        assert "act.0" not in results[key].sites  # no hidden site is made up
+    assert "input" in results["T2"].sites  # the input coordinates are still read
+    found = verdict(list(results.values()))
+    assert found["units"].startswith(line) and line in found["why"]

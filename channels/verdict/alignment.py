@@ -44,7 +44,7 @@ from channels.verdict.base import (
     read_sites,
 )
 from channels.verdict.causal import channel_count, unit_count
-from channels.verdict.coordinates import Frame, intervene
+from channels.verdict.coordinates import Frame, intervene, logits_of
 from channels.verdict.networks import reader
 from channels.verdict.rundata import RunData
 
@@ -54,6 +54,7 @@ LEARNING_RATE = 0.1
 POOL = 32
 NULL_DRAWS = 2
 MIN_ROOM = 0.1
+IGNORE = -100  # a target position not scored
 
 
 def _rows_of(frame: Frame, index: np.ndarray, rows_per_input: int) -> torch.Tensor:
@@ -63,10 +64,12 @@ def _rows_of(frame: Frame, index: np.ndarray, rows_per_input: int) -> torch.Tens
 
 
 def interchange_accuracy(net, x_base, frame: Frame, u_source, target, project) -> float:
-    """Fraction of pairs predicting `target` after u <- u + project(u_source - u)."""
+    """Fraction of pairs (of their scored positions: target != -100) predicting `target` after
+    u <- u + project(u_source - u)."""
     with torch.no_grad():
         logits = intervene(net, x_base, frame, lambda u: u + project(u_source - u))
-    return float((logits.argmax(-1) == target).double().mean())
+    scored = target != IGNORE
+    return float((logits.argmax(-1) == target)[scored].double().mean())
 
 
 def best_units(net, x, frame: Frame, u_source, target, k: int) -> list[int]:
@@ -95,7 +98,7 @@ def learned_subspace(net, x, frame: Frame, u_source, target, dim: int, seed: int
         v = torch.linalg.qr(raw)[0]
         with torch.enable_grad():
             logits = intervene(net, x, frame, lambda u, v=v: u + (u_source - u) @ v @ v.T)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
             opt.zero_grad()
             loss.backward()
         opt.step()
@@ -103,19 +106,22 @@ def learned_subspace(net, x, frame: Frame, u_source, target, dim: int, seed: int
 
 
 def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None = None,
-              m: int | None = None) -> dict[str, float]:
+              m: int | None = None, scored: torch.Tensor | None = None) -> dict[str, float]:
     """Score, ratio and null ratio of the best m units (default: as many as the site's channels
     occupy, `causal.unit_count`) against a learned subspace of dimension k (default: as many as the
-    site has channels) at the frame's site."""
+    site has channels) at the frame's site. `scored`: the output positions a sequence model's task
+    scores (None: all); a pair is read at the positions scored in both of its inputs."""
     with torch.no_grad():
-        predictions = net(x).argmax(-1)
+        predictions = logits_of(net(x)).argmax(-1)
+    scored = torch.ones_like(predictions, dtype=torch.bool) if scored is None else scored
     rows_per_input = len(frame.coords) // len(x)
     k = channel_count(frame) if k is None else k
     m = max(k, unit_count(frame)) if m is None else m
     width = len(frame.units) // frame.unit_count
     rng = np.random.default_rng(seed)
     base, source = rng.integers(0, len(x), size=(2, PAIRS))
-    keep = (predictions[base] != predictions[source]).reshape(len(base), -1).any(1).numpy()
+    both = scored[base] & scored[source]
+    keep = ((predictions[base] != predictions[source]) & both).reshape(len(base), -1).any(1).numpy()
     base, source = base[keep], source[keep]
     empty = {"k": k, "m": m, "pairs": len(base), "iia_units": math.nan, "iia_subspace": math.nan, "ratio": math.nan,
              "ratio_null": math.nan, "score": math.nan}
@@ -126,7 +132,8 @@ def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None =
 
     def split(frame_: Frame, pair):
         b, s = pair
-        return x[b], frame_, _rows_of(frame_, s, rows_per_input), predictions[s]
+        target = predictions[s].masked_fill(~(scored[b] & scored[s]), IGNORE)
+        return x[b], frame_, _rows_of(frame_, s, rows_per_input), target
 
     v = learned_subspace(net, *split(frame, fit), k * width, seed)
     iia_subspace = interchange_accuracy(net, *split(frame, score), lambda diff: diff @ v @ v.T)
@@ -154,14 +161,17 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
     if source is None:
         result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
+    result.note = source.unknown(runs) or ""  # a model no unit layout knows: said, whatever else runs
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in runs:
         x, _ = source.data(run_)
         for site in source.sites(run_):
-            found = alignment(source.dense(run_), x, source.frame(run_, site), seed=run_.seed)
+            found = alignment(source.dense(run_), x, source.frame(run_, site), seed=run_.seed,
+                              scored=source.scored(run_))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["score"]
-    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or MLP hidden layers)")
+    return read_sites(result, per_site, midpoint,
+                      "no unit sites (an input of features, or layers with a unit layout)")
 
 
 TEST = TicketTest(

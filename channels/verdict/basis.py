@@ -16,7 +16,9 @@ only when the recipe itself trains with SGD. Rule (`claim_or_equivalence`) on th
 subcircuits when credibly positive and >= 1 point, channels when TOST puts it within 2 points.
 Two arms that both failed to learn are "equivalent" for no reason: when an arm of some seed is not
 at least one point above chance (`learned.chance`), the site reads `no power` and does not vote.
-The test speaks for the site the basis change acts on (`input`, or the residual stream).
+The test speaks for the site the basis change acts on: `input`, or for a transformer every
+residual site the other tests read (`resid_pre.l` and the last `resid_post`: one rotation Q acts
+on the whole stream), so that its reading and theirs meet at the same site names.
 
 Invariances: T1 reads the accuracies of two retrainings, not a trained network: a permutation of
 hidden units is matched by the exchangeable initialisation; like IMP itself, its one-shot masks
@@ -39,9 +41,12 @@ from channels.verdict.base import (
     read_sites,
 )
 from channels.verdict.learned import chance
+from channels.verdict.networks import reader
 from channels.verdict.rundata import RunData
 from channels.verdict.ticket import METRIC, sparsest_common
+from channels.verdict.unit_sites import INPUT
 
+RESIDUAL_STREAM = "residual stream"
 PAIRS = {"sgd": ("basis_identity_sgd", "basis_rotated_sgd"), "recipe": ("basis_identity", "basis_rotated")}
 
 
@@ -49,10 +54,15 @@ def line_optimizer(run: RunData) -> str:
     return str(((run.config.get("model") or {}).get("init_args") or {}).get("optimizer", "adam"))
 
 
-def site_of(run: RunData) -> str:
-    """Where the change of basis acts: the residual stream of a GPT-2, else the input."""
+def sites_of(run: RunData, networks=None) -> list[str]:
+    """Where the change of basis acts: the input, or a transformer's residual stream, reported at
+    the residual site names the other tests read (`resid_pre.l`, the last `resid_post`) so that
+    their readings meet; `residual stream` when the network cannot be rebuilt."""
+    if networks is not None:
+        found = [site.name for site in networks.sites(run) if site.residual]
+        return found or [INPUT]
     net = str((((run.config.get("model") or {}).get("init_args") or {}).get("net") or {}).get("class_path", ""))
-    return "residual stream" if "gpt" in net.lower() else "input"
+    return [RESIDUAL_STREAM] if "gpt" in net.lower() else [INPUT]
 
 
 def _arms(run: RunData, pair: tuple[str, str]) -> tuple[int, float, float] | None:
@@ -66,6 +76,7 @@ def _arms(run: RunData, pair: tuple[str, str]) -> tuple[int, float, float] | Non
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
     result = TEST.result()
+    networks = reader(networks)
     per_site: dict[str, dict[RunData, float]] = {}
     unpowered: dict[str, list[str]] = {}
     for run_ in runs:
@@ -80,10 +91,10 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
         if sgd is not None or recipe is not None:
             result.details.append(row)
         if clean is not None:
-            site = site_of(run_)
-            per_site.setdefault(site, {})[run_] = clean[1] - clean[2]
-            if not min(clean[1:]) >= row["chance"] + ACC_MARGIN:  # nan chance: power unknown, read as none
-                unpowered.setdefault(site, []).append(run_.name)
+            for site in sites_of(run_, networks):
+                per_site.setdefault(site, {})[run_] = clean[1] - clean[2]
+                if not min(clean[1:]) >= row["chance"] + ACC_MARGIN:  # nan chance: power unknown, read as none
+                    unpowered.setdefault(site, []).append(run_.name)
     if not result.details:
         result.note = "no basis branches: add basis_identity and basis_rotated (SGD recipes) or their _sgd pair"
         return result

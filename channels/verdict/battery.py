@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from channels.units import UNKNOWN
 from channels.verdict import (
     alignment,
     basis,
@@ -161,6 +162,9 @@ def verdict(results: Sequence[TestResult]) -> dict:
             provisional_reading = _from_sites({s: e["provisional_reading"] for s, e in sites.items()}, results)
             why += (f"; fewer than {MIN_SEEDS} seeds, provisional reading: {provisional_reading[0]} "
                     f"({provisional_reading[1]})")
-    return {"verdict": overall, "why": why, "provisional": provisional,
+    units = next((r.note for r in results if UNKNOWN in r.note), None)
+    if units is not None:
+        why += f"; {units}"
+    return {"verdict": overall, "why": why, "provisional": provisional, "units": units,
             "provisional_reading": provisional_reading[0] if provisional_reading else None,
             "rule": verdict_rule(), "sites": sites, "tests": {r.test: r.to_dict() for r in results}}

@@ -117,6 +117,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
     if source is None:
         result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
+    result.note = source.unknown(runs) or ""  # a model no unit layout knows: said, whatever else runs
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in (r for r in runs if max(r.levels) > 0):
         x, y = source.data(run_)
@@ -127,7 +128,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
             found = ablations(source.dense(run_), x, y, frame, ticket_order(frame, paths[site.name]))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["score"]
-    return read_sites(result, per_site, midpoint, "needs a pruned level and unit sites (features in, MLP layers)")
+    return read_sites(result, per_site, midpoint, "needs a pruned level and unit sites (features in, layers with a unit layout)")
 
 
 TEST = TicketTest(

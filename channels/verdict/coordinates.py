@@ -10,7 +10,9 @@ The tests read every site in *canonical coordinates*, which none of these change
 
 z the class-centred logits and v the probes (for classifiers an orthonormal basis of the centred
 logits, so sum_v g g^T = J^T P J exactly; for sequence models random Gaussian probes per position,
-with a fixed seed). Scaling unit j by s scales a_j by s and its sensitivity by 1/s: u_j is
+with a fixed seed, at the scored positions only: a position whose label is -100 is no output of
+the task, so it probes nothing; its activations still count as rows, since later positions read
+them). Scaling unit j by s scales a_j by s and its sensitivity by 1/s: u_j is
 unchanged. Coordinates with no canonical variance (dead, or ignored by the output) are left out.
 
 The *channels* are the directions along which information flows through the site: variance the
@@ -61,10 +63,11 @@ def from_rows(rows: Tensor, like: Tensor) -> Tensor:
     return rows.reshape(like.shape)
 
 
-def probes(logits: Tensor, seed: int = 0) -> list[Tensor]:
+def probes(logits: Tensor, seed: int = 0, scored: Tensor | None = None) -> list[Tensor]:
     """Probes v of the class-centred logits: an orthonormal basis of them for (rows, classes)
     logits, else `SEQUENCE_PROBES` Gaussian probes per position, centred and scaled so that their
-    outer products average to the centring projection."""
+    outer products average to the centring projection, zero at positions not `scored` (a boolean
+    of the logits' shape without the class axis; None: every position)."""
     classes = logits.shape[-1]
     centre = torch.eye(classes, dtype=logits.dtype) - 1.0 / classes
     if logits.dim() == 2:
@@ -72,11 +75,14 @@ def probes(logits: Tensor, seed: int = 0) -> list[Tensor]:
         return [row.expand_as(logits) for row in basis]
     gen = torch.Generator().manual_seed(seed)
     draws = torch.randn((SEQUENCE_PROBES, *logits.shape), generator=gen, dtype=logits.dtype)
+    if scored is not None:
+        draws = draws * scored[..., None].to(draws.dtype)
     return list((draws @ centre) / SEQUENCE_PROBES**0.5)
 
 
-def sensitivities(net: nn.Module, x, site: str, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """(a, g): the site's activation as rows (n, d) and d(v . logits)/da for every probe (p, n, d)."""
+def sensitivities(net: nn.Module, x, site: str, seed: int = 0, scored: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(a, g): the site's activation as rows (n, d) and d(v . logits)/da for every probe (p, n, d);
+    `scored` as in `probes`."""
     held: dict[str, Tensor] = {}
 
     def leaf(a: Tensor) -> Tensor:
@@ -86,7 +92,7 @@ def sensitivities(net: nn.Module, x, site: str, seed: int = 0) -> tuple[Tensor, 
     with torch.enable_grad(), replace(net, site, leaf):
         logits = logits_of(net(x))
         grads = [torch.autograd.grad((logits * v).sum(), held["a"], retain_graph=True)[0]
-                 for v in probes(logits.detach(), seed)]
+                 for v in probes(logits.detach(), seed, scored)]
     return as_rows(held["a"].detach()), torch.stack([as_rows(g) for g in grads])
 
 
@@ -136,13 +142,15 @@ class Frame:
                      torch.arange(m) // width, self.encode @ rot.T * sigma, (rot / sigma[:, None]) @ self.decode)
 
 
-def canonical_frame(net: nn.Module, x, site: str, unit_of: Tensor | None = None, seed: int = 0) -> Frame:
+def canonical_frame(net: nn.Module, x, site: str, unit_of: Tensor | None = None, seed: int = 0,
+                    scored: Tensor | None = None) -> Frame:
     """The site's canonical frame on inputs `x`, coordinates ordered by unit (units by canonical
     variance, largest first; a unit's coordinates in their own order). `unit_of` maps each
-    coordinate to its unit (default: every coordinate a unit). A coordinate without canonical
-    variance (a silent unit, or one the output ignores) stays, at 0: a rotated copy spreads the
-    site's signal over every unit the layer has."""
-    a, g = sensitivities(net, x, site, seed)
+    coordinate to its unit (default: every coordinate a unit; a head's d_head coordinates form one
+    unit). `scored`: the output positions the task scores (sequence models; see `probes`). A
+    coordinate without canonical variance (a silent unit, or one the output ignores) stays, at 0:
+    a rotated copy spreads the site's signal over every unit the layer has."""
+    a, g = sensitivities(net, x, site, seed, scored)
     a, g = a.double(), g.double()
     d = a.shape[1]
     unit_of = torch.arange(d) if unit_of is None else torch.as_tensor(unit_of)

@@ -61,13 +61,14 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
     if source is None:
         result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
+    result.note = source.unknown(runs) or ""  # a model no unit layout knows: said, whatever else runs
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in runs:
         for site in source.sites(run_):
             found = localisation(source.frame(run_, site))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["rho"]
-    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or MLP hidden layers)")
+    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or layers with a unit layout)")
 
 
 TEST = TicketTest(

@@ -1,5 +1,8 @@
 """The sites whose units the tests read, for a run's network: the input coordinates, when the input
-is a feature vector, and every hidden layer with a unit layout (`channels.units`).
+is a feature vector, and every site with a unit layout (`channels.units`): the hidden layers of an
+MLP or vision net; in a transformer every block's MLP neurons (`mlp_hidden.l`), heads (`attn.l`, a
+head's d_head coordinates one unit) and residual stream (`resid_pre.l`, and `resid_post` of the
+last block: the other `resid_post.l` are `resid_pre.{l+1}`).
 
 Each site comes with the layout that says which weights belong to each of its units, so the
 ticket's mask can be read per unit: an input coordinate owns its column of the first layer's
@@ -14,8 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from channels.units import UnitLayout, mlp_unit_layout, unit_keep_fraction
+from channels.units import (
+    NEURON,
+    RESIDUAL,
+    UnitLayout,
+    mlp_unit_layout,
+    unit_keep_fraction,
+    unit_layouts,
+)
 from lth.reparam import IN, OUT, Slot
 
 INPUT = "input"
@@ -28,6 +39,15 @@ class UnitSite:
     name: str
     units: int
     layout: UnitLayout
+
+    @property
+    def residual(self) -> bool:
+        """A residual-stream site (the coordinates every block reads and writes)."""
+        return self.layout.kind == RESIDUAL
+
+    def unit_of(self) -> torch.Tensor:
+        """Each activation coordinate's unit (a head spans d_head coordinates)."""
+        return torch.arange(self.units * self.layout.unit_dims) // self.layout.unit_dims
 
     @property
     def writer(self) -> str:
@@ -57,20 +77,33 @@ def hidden_sites(mask: Mapping[str, torch.Tensor]) -> list[UnitSite]:
     return found
 
 
-def unit_sites(mask: Mapping[str, torch.Tensor], x: torch.Tensor) -> list[UnitSite]:
-    """The input (when it has coordinates of its own) and the hidden layers."""
+def layout_sites(net: nn.Module) -> list[UnitSite]:
+    """Every site of `net` with a unit layout, in depth order; of the residual stream `resid_pre.l`
+    and the last `resid_post` (the stream between blocks read once). [] for a model none is known for."""
+    layouts = unit_layouts(net)
+    last_post = max((layout.site for layout in layouts if layout.site.startswith("resid_post.")),
+                    key=lambda site: int(site.split(".")[1]), default=None)
+    return [UnitSite(layout.site, layout.n_units, layout) for layout in layouts
+            if not layout.site.startswith("resid_post.") or layout.site == last_post]
+
+
+def unit_sites(mask: Mapping[str, torch.Tensor], x: torch.Tensor, net: nn.Module | None = None) -> list[UnitSite]:
+    """The input (when it has coordinates of its own) and the hidden sites: from the network's unit
+    layouts when `net` is given and known (`layout_sites`), else the MLP layers the mask names."""
     first = input_site(mask, x)
-    return ([first] if first is not None else []) + hidden_sites(mask)
+    hidden = layout_sites(net) if net is not None else []
+    return ([first] if first is not None else []) + (hidden or hidden_sites(mask))
 
 
 def _chain(mask: Mapping[str, torch.Tensor], sites: list[UnitSite]) -> list[torch.Tensor] | None:
     """The weight masks from the input to the output, (out, in) each, when the hidden sites form a
     plain chain (each layer's reader is the next one's writer); None otherwise."""
     hidden = [s for s in sites if s.name != INPUT]
-    if not hidden:
+    if not hidden or any(s.layout.kind != NEURON for s in hidden):
         return None
     names = [hidden[0].writer] + [s.reader for s in hidden]
-    if any(s.writer != names[i] for i, s in enumerate(hidden)) or any(mask[n].dim() != 2 for n in names):
+    if any(s.writer != names[i] for i, s in enumerate(hidden)) or \
+            any(n not in mask or mask[n].dim() != 2 for n in names):
         return None
     return [mask[n].double() for n in names]
 
@@ -79,7 +112,9 @@ def ticket_paths(mask: Mapping[str, torch.Tensor], sites: list[UnitSite]) -> dic
     """Per site and unit: the number of input-to-output paths of the mask's graph that run through
     the unit, (paths from the inputs to it) x (paths from it to the outputs). A unit the ticket keeps
     but cuts off from the output (its outgoing weights pruned) carries none. Networks that are no
-    plain chain fall back to the fraction of each unit's weights the mask keeps."""
+    plain chain of neurons (conv nets, transformers) fall back to the fraction of each unit's
+    weights the mask keeps (a head: its q, k, v and output slices; a residual coordinate: every
+    pruned tensor's row or column that reads or writes it)."""
     chain = _chain(mask, sites)
     if chain is None:
         return {s.name: unit_keep_fraction(mask, s.layout) for s in sites}

@@ -54,14 +54,18 @@ class RunNetworks:
         return net.eval()
 
     def evaluation_set(self, run: RunData) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation split's inputs of the network and labels aligned with its outputs (the
+        task's `evaluation_pair`: a language model's labels shifted, -100 where not scored)."""
         if id(run) not in self.data:
-            datamodule = self._built(run).data
+            built = self._built(run)
+            task, datamodule = built.model, built.data
             if hasattr(datamodule, "evaluation_set"):
-                self.data[id(run)] = datamodule.evaluation_set()
+                self.data[id(run)] = task.evaluation_pair(datamodule.evaluation_set())
             else:
                 datamodule.setup("fit")
                 xs, ys, seen = [], [], 0
-                for x, y, *_ in datamodule.val_dataloader():
+                for batch in datamodule.val_dataloader():
+                    x, y = task.evaluation_pair(batch)
                     xs.append(x)
                     ys.append(y)
                     seen += len(x)

@@ -157,6 +157,11 @@ class Task(pl.LightningModule):
         if connector is None or connector.should_update_logs or _last_step(trainer):
             self.log(name, value, prog_bar=prog_bar)
 
+    def evaluation_pair(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs of `net`, labels aligned with its outputs) of one batch, for the ticket tests that
+        run the network (`experiments.report.networks`)."""
+        return batch[0], batch[1]
+
     def count_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(number of correct predictions, number of predictions) in one batch."""
         raise NotImplementedError(f"{type(self).__name__} does not define count_correct")

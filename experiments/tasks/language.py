@@ -104,6 +104,12 @@ class LanguageModelTask(Task):
         correct = ((logits.argmax(-1) == targets) & scored).sum()
         return loss_sum, correct, scored.sum()
 
+    def evaluation_pair(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids[:, :-1] and the shifted labels[:, 1:]: position t's label is what the net's
+        output at t should predict (-100: not scored)."""
+        input_ids, labels = inputs_and_labels(batch)
+        return input_ids[:, :-1], labels[:, 1:]
+
     def count_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         _, correct, count = self.token_sums(batch)
         return correct, count
