@@ -8,6 +8,8 @@ RUN_DIR ?= runs/mnist1d_imp
 ARGS ?=
 # torch/BLAS threads of `make run`: 1 is fastest for the default MLP on shared cores
 THREADS ?= 1
+# pytest-xdist workers of `make test` (each test runs one torch thread: tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-slow bench docs venv clean
 
@@ -26,7 +28,7 @@ run: $(STAMP)
 		$(VENV)/bin/ltc report --run_dir $(RUN_DIR)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(ARGS)
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow $(ARGS)
