@@ -43,9 +43,9 @@ from channels.verdict.base import (
     midpoint,
     read_sites,
 )
-from channels.verdict.causal import channel_count, unit_count
-from channels.verdict.coordinates import Frame, intervene, logits_of
-from channels.verdict.networks import reader
+from channels.verdict.causal import TOP, counts
+from channels.verdict.coordinates import Frame, channels, intervene, logits_of
+from channels.verdict.networks import unit_reader
 from channels.verdict.rundata import RunData
 
 PAIRS = 800
@@ -108,15 +108,16 @@ def learned_subspace(net, x, frame: Frame, u_source, target, dim: int, seed: int
 def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None = None,
               m: int | None = None, scored: torch.Tensor | None = None) -> dict[str, float]:
     """Score, ratio and null ratio of the best m units (default: as many as the site's channels
-    occupy, `causal.unit_count`) against a learned subspace of dimension k (default: as many as the
+    occupy, `causal.counts`) against a learned subspace of dimension k (default: as many as the
     site has channels) at the frame's site. `scored`: the output positions a sequence model's task
     scores (None: all); a pair is read at the positions scored in both of its inputs."""
     with torch.no_grad():
         predictions = logits_of(net(x)).argmax(-1)
     scored = torch.ones_like(predictions, dtype=torch.bool) if scored is None else scored
     rows_per_input = len(frame.coords) // len(x)
-    k = channel_count(frame) if k is None else k
-    m = max(k, unit_count(frame)) if m is None else m
+    default_k, default_m = counts(frame, channels(frame, TOP))
+    k = default_k if k is None else k
+    m = max(k, default_m) if m is None else m
     width = len(frame.units) // frame.unit_count
     rng = np.random.default_rng(seed)
     base, source = rng.integers(0, len(x), size=(2, PAIRS))
@@ -157,11 +158,9 @@ def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None =
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
     result = TEST.result()
-    source = reader(networks)
+    source = unit_reader(result, runs, networks)
     if source is None:
-        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
-    result.note = source.unknown(runs) or ""  # a model no unit layout knows: said, whatever else runs
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in runs:
         x, _ = source.data(run_)

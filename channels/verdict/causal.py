@@ -40,8 +40,8 @@ from channels.verdict.base import (
     midpoint,
     read_sites,
 )
-from channels.verdict.coordinates import Frame, channels, intervene, unit_spread
-from channels.verdict.networks import reader
+from channels.verdict.coordinates import Channels, Frame, channels, intervene, unit_spread
+from channels.verdict.networks import unit_reader
 from channels.verdict.rundata import RunData
 from channels.verdict.unit_sites import ticket_paths
 
@@ -49,18 +49,14 @@ RANDOM_DRAWS = 16
 TOP = 8
 
 
-def channel_count(frame: Frame) -> int:
-    """k = round(k_eff) of the site's top channels, between 1 and a quarter of its units."""
-    return int(min(max(1, round(channels(frame, TOP).count)), max(1, frame.unit_count // 4)))
-
-
-def unit_count(frame: Frame) -> int:
-    """m = round(n_units) of the site's top channels (`unit_spread`: how many units they occupy),
-    at least k (a unit per channel) and at most a quarter of the units. A subcircuit of five units
-    carrying a rank-2 channel is found by its five units, not by two."""
-    found = channels(frame, TOP)
-    k = channel_count(frame)
-    return int(min(max(k, round(unit_spread(frame, found))), max(k, frame.unit_count // 4)))
+def counts(frame: Frame, found: Channels) -> tuple[int, int]:
+    """(k, m) of a site with top channels `found`: k = round(k_eff) channels, between 1 and a
+    quarter of the units; m = round(n_units), the units they occupy (`unit_spread`), at least k (a
+    unit per channel) and at most a quarter of the units. A subcircuit of five units carrying a
+    rank-2 channel is found by its five units, not by two."""
+    quarter = max(1, frame.unit_count // 4)
+    k = int(min(max(1, round(found.count)), quarter))
+    return k, int(min(max(k, round(unit_spread(frame, found))), max(k, quarter)))
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -93,7 +89,8 @@ def ticket_order(frame: Frame, keep: np.ndarray) -> list[int]:
 
 def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 0) -> dict[str, float]:
     """Accuracy drops of ablating the ticket's m units, m random units and the k top channels."""
-    k, m = channel_count(frame), unit_count(frame)
+    found = channels(frame, TOP)
+    k, m = counts(frame, found)
     full = accuracy(intervene(net, x, frame, lambda u: u), y)
 
     def drop(edit) -> float:
@@ -104,7 +101,7 @@ def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 
     drop_units = drop(unit_ablation(frame, ticket_units[:m]))
     drop_random = float(np.mean([drop(unit_ablation(frame, rng.choice(frame.unit_count, m, replace=False)))
                                  for _ in range(RANDOM_DRAWS)]))
-    drop_channels = drop(direction_ablation(channels(frame, TOP).directions[:, :k]))
+    drop_channels = drop(direction_ablation(found.directions[:, :k]))
     room = drop_channels - drop_random
     return {"k": k, "m": m, "units": frame.unit_count, "accuracy": full, "drop_ticket_units": drop_units,
             "drop_random_units": drop_random, "drop_channels": drop_channels,
@@ -113,11 +110,9 @@ def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
     result = TEST.result()
-    source = reader(networks)
+    source = unit_reader(result, runs, networks)
     if source is None:
-        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
-    result.note = source.unknown(runs) or ""  # a model no unit layout knows: said, whatever else runs
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in (r for r in runs if max(r.levels) > 0):
         x, y = source.data(run_)

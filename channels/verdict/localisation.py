@@ -34,7 +34,7 @@ import numpy as np
 from channels.verdict import figures
 from channels.verdict.base import MIDPOINT_RULE, TestResult, TicketTest, midpoint, read_sites
 from channels.verdict.coordinates import Frame, channels, unit_spread
-from channels.verdict.networks import reader
+from channels.verdict.networks import unit_reader
 from channels.verdict.rundata import RunData
 
 NULL_DRAWS = 8
@@ -57,11 +57,9 @@ def localisation(frame: Frame, seed: int = 0) -> dict[str, float]:
 
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
     result = TEST.result()
-    source = reader(networks)
+    source = unit_reader(result, runs, networks)
     if source is None:
-        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
         return result
-    result.note = source.unknown(runs) or ""  # a model no unit layout knows: said, whatever else runs
     per_site: dict[str, dict[RunData, float]] = {}
     for run_ in runs:
         for site in source.sites(run_):

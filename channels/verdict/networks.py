@@ -82,6 +82,17 @@ class DenseReader:
         return self._frames[key]
 
 
+def unit_reader(result, runs, networks) -> DenseReader | None:
+    """The `DenseReader` of a unit-level test, or None with `result.note` saying it needs the
+    networks; a model no unit layout knows is named in the note whatever else runs."""
+    source = reader(networks)
+    if source is None:
+        result.note = "needs the runs' networks (rebuilt from their config.yaml)"
+        return None
+    result.note = source.unknown(runs) or ""
+    return source
+
+
 def reader(networks) -> DenseReader | None:
     """`networks` as a `DenseReader` (None stays None; a reader is returned as it is)."""
     if networks is None or isinstance(networks, DenseReader):
