@@ -46,6 +46,7 @@ def seeds_run(tmp_path_factory):
             patch.setenv(var, str(tmp / "wandb_home" / var.lower()))
         patch.delenv("WANDB_MODE", raising=False)
         patch.delenv("WANDB_API_KEY", raising=False)
+        patch.chdir(tmp)  # the report looks for runs/calibration under the working directory: none here
         assert main(["seeds", "--config", str(cfg), "--seeds", "[0, 1]", "--data_order_seeds", "[5]",
                      "--run_dir", str(root)]) == 0
     return cfg, root
