@@ -2,14 +2,15 @@
 
 GPT-2-small shape (12 x 768, random weights), J(t, s) = d resid_post.11[t] / d resid_pre.0[s].
 For the same targets t (all sources s <= t each), the item methods of `channels.sweep.items` run in
-turn: exact (768 VJPs, full SVD of every block) and three sketches, each giving the moments of
-every block (||J||_F^2, participation ratio) and, but for the last, the top-8 singular values of
-the blocks at t - s = 0 and 2 (block Krylov on positions t - 2..t with the earlier ones cached,
-started from the sketch's own rows, stopped by its error estimate):
-- `sized`: the sweep's default, m grown from `sketch_size` until every block's participation
-  ratio has a reported (jackknife) relative standard error <= 2%, at most 256;
-- `fixed`: m = `sketch_size` cotangents, no sizing;
-- `moments`: the sized sketch without top-k.
+turn: exact (768 VJPs, full SVD of every block) and four sketches, each giving the moments of
+every block (||J||_F^2, participation ratio) and the top-8 singular values of the blocks at
+t - s = 0 and 2 (block Krylov on positions t - 2..t with the earlier ones cached, started from the
+sketch's own rows, stopped by its error estimate):
+- `sized`: the sweep's default, orthogonal probes, m grown from `sketch_size` until every block's
+  participation ratio has a reported (jackknife) relative standard error <= 2%, at most 256;
+- `fixed`: orthogonal probes, m = `sketch_size` cotangents, no sizing;
+- `sized gaussian`, `fixed gaussian`: the same with independent Gaussian probes (the estimator
+  before the orthogonal frame), so the two estimators' errors stand side by side.
 Beside them, the top-8 alone: the block Krylov of the two blocks against the exact path to the
 same numbers (the item's 768 VJPs over the window plus two SVDs; its time is the exact item's
 Jacobian time plus its SVD time for two blocks, from the item's own split timing).
@@ -59,8 +60,9 @@ def run(context: int, n_targets: int, sketch_size: int, chunk_size: int, device:
     model = gpt2_small(context, where, 0)
     ids = random_ids(model, context, where, 0)[0]
     base = SweepSettings(method="sketch", sketch_size=sketch_size, sketch_topk=TOP, sketch_topk_offsets=list(OFFSETS))
+    gaussian = dataclasses.replace(base, sketch_probes="gaussian")
     variants = {"sized": base, "fixed": dataclasses.replace(base, sketch_pr_rel_se=None),
-                "moments": dataclasses.replace(base, sketch_topk_offsets=[])}
+                "sized gaussian": gaussian, "fixed gaussian": dataclasses.replace(gaussian, sketch_pr_rel_se=None)}
     out = {"context": context, "sketch_size": sketch_size, "blocks": 0, "exact_s": 0.0, "exact_top8_s": 0.0,
            "top8_s": 0.0, "top8_blocks": 0, "krylov_steps": []}
     out |= {name: {"seconds": 0.0, "pr_rel_err": [], "top8_rel_err": [], "m_used": []} for name in variants}
@@ -109,7 +111,7 @@ def case(s: BenchSettings) -> CaseResult:
                 f"{entry['pr_rel_err_max']:.1%} (target 5%); m per target {entry['m_used']}")
 
     def rows(mem: PeakMemory) -> list[dict]:
-        sized, fixed, moments = f["sized"], f["fixed"], f["moments"]
+        sized, fixed = f["sized"], f["fixed"]
         return [
             row("jacobian_sketch", f"sketch (m sized, top-8 at t - s = 0, 2) vs exact per block, context "
                 f"{f['context']}", sized["seconds"] / blocks, f["exact_s"] / blocks, sized["speedup_per_block"],
@@ -117,9 +119,9 @@ def case(s: BenchSettings) -> CaseResult:
             row("jacobian_sketch", f"sketch (m = {f['sketch_size']} fixed, top-8) vs exact per block",
                 fixed["seconds"] / blocks, f["exact_s"] / blocks, fixed["speedup_per_block"],
                 "exact / sketch (speedup)", mem, note(fixed, True)),
-            row("jacobian_sketch", "sketch moments only (m sized, no top-k) vs exact per block",
-                moments["seconds"] / blocks, f["exact_s"] / blocks, moments["speedup_per_block"],
-                "exact / moments (speedup)", mem, note(moments, False)),
+            *[row("jacobian_sketch", f"{name}: Gaussian probes (the estimator before), top-8, vs exact per block",
+                  f[name]["seconds"] / blocks, f["exact_s"] / blocks, f[name]["speedup_per_block"],
+                  "exact / sketch (speedup)", mem, note(f[name], True)) for name in ("sized gaussian", "fixed gaussian")],
             row("jacobian_sketch", f"top-8 of J(t, t), J(t, t - 2): Krylov on positions t-2..t vs exact, per block",
                 f["top8_s"] / f["top8_blocks"], f["exact_top8_s"] / f["top8_blocks"], f["top8_speedup"],
                 "exact / Krylov (speedup)", mem,
