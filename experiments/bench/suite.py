@@ -96,9 +96,9 @@ class Sizes:
     sketch_context: int = 32  # jacobian_sketch: context, targets, random VJPs per target
     sketch_targets: int = 2
     sketch_size: int = 64
-    peer_context: int = 16  # jacobian_peers: context, prompts, tokens of the block coupling, model
-    peer_prompts: int = 1
-    peer_tokens: int = 2
+    peer_context: int = 32  # jacobian_peers: context, prompts, tokens of the block coupling, model
+    peer_prompts: int = 4
+    peer_tokens: int = 4
     peer_layers: int = 4  # GPT-2 shape at this depth and width (the per-token way costs width
     peer_width: int = 256  # backward passes per layer and token: GPT-2 small's 768 x 12 is for a GPU)
 
