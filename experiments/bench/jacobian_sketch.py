@@ -15,7 +15,8 @@ Beside them, the top-8 alone: the block Krylov of the two blocks against the exa
 same numbers (the item's 768 VJPs over the window plus two SVDs; its time is the exact item's
 Jacobian time plus its SVD time for two blocks, from the item's own split timing).
 Reported: time per summarised block and the ratios; the relative errors of the participation
-ratio (every block) and of the top-8 singular values against the exact sweep; m per target; the
+ratio (every block; also in units of the reported jackknife standard error, whose rms is about 1
+when that error is honest) and of the top-8 singular values against the exact sweep; m per target; the
 Krylov steps taken; peak memory.
 """
 
@@ -41,17 +42,19 @@ TOP = 8
 OFFSETS = (0, 2)
 
 
-def _errors(exact: dict, sketched: dict, t: int) -> tuple[list[float], list[float]]:
-    """Relative errors of the participation ratio (every block) and of the top-8 (Krylov blocks)."""
+def _errors(exact: dict, sketched: dict, t: int) -> tuple[list[float], list[float], list[float]]:
+    """Relative errors of the participation ratio (every block), the same errors in units of the
+    reported standard error, and the relative errors of the top-8 (Krylov blocks)."""
     pr = list(METRIC_NAMES).index("participation_ratio")
     truth = exact["metrics"][:, pr]
     pr_err = list(np.abs(sketched["metrics"][:, pr] - truth) / truth)
+    in_se = list(np.abs(sketched["metrics"][:, pr] - truth) / sketched["metric_se"][:, pr])
     top = []
     for offset in OFFSETS:
         if t - offset >= 0 and np.isfinite(sketched["singular_values"][t - offset, 0]):
             want = exact["singular_values"][t - offset, :TOP]
             top.append(float(np.max(np.abs(sketched["singular_values"][t - offset, :TOP] - want) / want)))
-    return pr_err, top
+    return pr_err, in_se, top
 
 
 def run(context: int, n_targets: int, sketch_size: int, chunk_size: int, device: str) -> dict:
@@ -65,7 +68,8 @@ def run(context: int, n_targets: int, sketch_size: int, chunk_size: int, device:
                 "sized gaussian": gaussian, "fixed gaussian": dataclasses.replace(gaussian, sketch_pr_rel_se=None)}
     out = {"context": context, "sketch_size": sketch_size, "blocks": 0, "exact_s": 0.0, "exact_top8_s": 0.0,
            "top8_s": 0.0, "top8_blocks": 0, "krylov_steps": []}
-    out |= {name: {"seconds": 0.0, "pr_rel_err": [], "top8_rel_err": [], "m_used": []} for name in variants}
+    out |= {name: {"seconds": 0.0, "pr_rel_err": [], "pr_err_in_se": [], "top8_rel_err": [], "m_used": []}
+            for name in variants}
     for t in target_order(context, n_targets):
         job = ItemInput(model, ids, PAIR, 0, t, list(range(t + 1)), True, base, chunk_size,
                         torch.eye(shape.WIDTH, dtype=torch.float64), shape.WIDTH)
@@ -83,10 +87,11 @@ def run(context: int, n_targets: int, sketch_size: int, chunk_size: int, device:
         out["krylov_steps"] += [steps for _, steps in found]
         for name, settings in variants.items():
             seconds, (sketched, _) = timed(lambda: sketch_item(dataclasses.replace(job, settings=settings)), where)
-            pr_err, top_err = _errors(exact, sketched, t)
+            pr_err, in_se, top_err = _errors(exact, sketched, t)
             entry = out[name]
             entry["seconds"] += seconds
             entry["pr_rel_err"] += [float(v) for v in pr_err]
+            entry["pr_err_in_se"] += [float(v) for v in in_se]
             entry["top8_rel_err"] += top_err
             entry["m_used"].append(int(sketched["sketch_size"]))
     for name in variants:
@@ -94,6 +99,8 @@ def run(context: int, n_targets: int, sketch_size: int, chunk_size: int, device:
         entry["speedup_per_block"] = out["exact_s"] / entry["seconds"]
         entry["pr_rel_err_median"] = float(np.median(entry["pr_rel_err"]))
         entry["pr_rel_err_max"] = float(np.max(entry["pr_rel_err"]))
+        entry["pr_err_in_se_rms"] = float(np.sqrt(np.mean(np.square(entry["pr_err_in_se"]))))  # ~1: honest se
+        entry["pr_err_in_se_max"] = float(np.max(entry["pr_err_in_se"]))
         entry["top8_rel_err_max"] = float(np.max(entry["top8_rel_err"])) if entry["top8_rel_err"] else float("nan")
     out["top8_speedup"] = (out["exact_top8_s"] / out["top8_blocks"]) / (out["top8_s"] / out["top8_blocks"])
     return out
@@ -108,7 +115,8 @@ def case(s: BenchSettings) -> CaseResult:
     def note(entry: dict, top: bool) -> str:
         top8 = f"top-8 max rel err {entry['top8_rel_err_max']:.2%} (target 2%); " if top else ""
         return (f"{top8}participation ratio rel err median {entry['pr_rel_err_median']:.1%}, max "
-                f"{entry['pr_rel_err_max']:.1%} (target 5%); m per target {entry['m_used']}")
+                f"{entry['pr_rel_err_max']:.1%} (target 5%), in reported se rms {entry['pr_err_in_se_rms']:.2f} "
+                f"max {entry['pr_err_in_se_max']:.1f}; m per target {entry['m_used']}")
 
     def rows(mem: PeakMemory) -> list[dict]:
         sized, fixed = f["sized"], f["fixed"]
