@@ -48,7 +48,8 @@ def _errors(exact: dict, sketched: dict, t: int) -> tuple[list[float], list[floa
     pr = list(METRIC_NAMES).index("participation_ratio")
     truth = exact["metrics"][:, pr]
     pr_err = list(np.abs(sketched["metrics"][:, pr] - truth) / truth)
-    in_se = list(np.abs(sketched["metrics"][:, pr] - truth) / sketched["metric_se"][:, pr])
+    se = sketched["metric_se"][:, pr]
+    in_se = list(np.abs(sketched["metrics"][:, pr] - truth) / np.where(se > 0, se, np.nan))  # NaN: exact (m = d)
     top = []
     for offset in OFFSETS:
         if t - offset >= 0 and np.isfinite(sketched["singular_values"][t - offset, 0]):
@@ -99,8 +100,10 @@ def run(context: int, n_targets: int, sketch_size: int, chunk_size: int, device:
         entry["speedup_per_block"] = out["exact_s"] / entry["seconds"]
         entry["pr_rel_err_median"] = float(np.median(entry["pr_rel_err"]))
         entry["pr_rel_err_max"] = float(np.max(entry["pr_rel_err"]))
-        entry["pr_err_in_se_rms"] = float(np.sqrt(np.mean(np.square(entry["pr_err_in_se"]))))  # ~1: honest se
-        entry["pr_err_in_se_max"] = float(np.max(entry["pr_err_in_se"]))
+        in_se = np.asarray(entry["pr_err_in_se"])
+        in_se = in_se[np.isfinite(in_se)] if np.isfinite(in_se).any() else np.full(1, np.nan)
+        entry["pr_err_in_se_rms"] = float(np.sqrt(np.mean(np.square(in_se))))  # ~1: honest se
+        entry["pr_err_in_se_max"] = float(np.max(in_se))
         entry["top8_rel_err_max"] = float(np.max(entry["top8_rel_err"])) if entry["top8_rel_err"] else float("nan")
     out["top8_speedup"] = (out["exact_top8_s"] / out["top8_blocks"]) / (out["top8_s"] / out["top8_blocks"])
     return out
