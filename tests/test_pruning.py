@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from lth.controls import random_mask_like, shuffle_within_tensors
+from lth.controls import random_mask_like, random_mask_per_module, shuffle_within_tensors
 from lth.errors import LTCError
 from lth.masks import density, full_mask
 from lth.pruning import default_prunable, magnitude_prune, select_prunable
@@ -114,3 +115,20 @@ def test_controls_keep_per_tensor_counts():
         assert torch.equal(torch.sort(shuf_w[k][shuf[k]]).values, kept)
         assert (shuf_w[k][~shuf[k]] == 0).all()
     assert density(rand) == pytest.approx(density(mask))
+
+
+def test_the_module_control_keeps_each_modules_count_but_not_its_split_between_weight_and_bias():
+    # A ticket that kept every bias and 10% of the weights (the split a magnitude ticket tends to make).
+    mask = {"fc.weight": torch.zeros(40, 50, dtype=torch.bool), "fc.bias": torch.ones(40, dtype=torch.bool),
+            "out.weight": torch.zeros(10, 40, dtype=torch.bool), "out.bias": torch.ones(10, dtype=torch.bool)}
+    mask["fc.weight"].view(-1)[:200] = True
+    mask["out.weight"].view(-1)[:40] = True
+    draws = [random_mask_per_module(mask, torch.Generator().manual_seed(s)) for s in range(20)]
+    for rand in draws:
+        for module in ("fc", "out"):
+            kept = int(rand[f"{module}.weight"].sum() + rand[f"{module}.bias"].sum())
+            assert kept == int(mask[f"{module}.weight"].sum() + mask[f"{module}.bias"].sum())
+    # every entry of a module is equally likely: the biases keep about the module's fraction, 240/2040,
+    # not all of them (a hypergeometric mean of 4.7 of 40 with sd ~2; all 40 would be 17 sd away)
+    bias_kept = np.mean([float(r["fc.bias"].sum()) for r in draws])
+    assert 2.5 < bias_kept < 7.5

@@ -88,19 +88,22 @@ def test_the_published_numbers_are_those_the_notebook_printed():
     assert ref.density(90) == pytest.approx(0.1010, abs=1e-4) and ref.density(92) == pytest.approx(0.0808, abs=1e-4)
 
 
-def _run(seed: int, ticket: dict[int, float], random: dict[int, float]) -> RunData:
+def _run(seed: int, ticket: dict[int, float], random: dict[int, float],
+         random_per_layer: dict[int, float] | None = None) -> RunData:
     density = {lvl: 1 - lvl / 99 for lvl in range(100)}
     def jobs(accs, branch):
         return {lvl: Trained(Path("."), lvl, branch, {"density": density[lvl], "test": {"test/acc": a / 100}})
                 for lvl, a in accs.items()}
     return RunData(Path(f"seed_{seed}"), {"experiment": "mnist1d_notebook", "seed_everything": seed},
-                   jobs(ticket, None), {"random_prune": jobs(random, "random_prune")})
+                   jobs(ticket, None), {"random_prune": jobs(random, "random_prune"),
+                                        "random_prune_module": jobs(random_per_layer or {}, "random_prune_module")})
 
 
 def test_the_report_sets_ours_beside_theirs_with_intervals(tmp_path):
     tickets = [{0: 64.0, 89: 72.0, 91: 71.0}, {0: 63.0, 89: 74.0, 91: 72.5}, {0: 65.5, 89: 73.0, 91: 69.0}]
     randoms = [{89: 60.0, 91: 58.0}, {89: 62.0, 91: 61.0}, {89: 64.0, 91: 60.0}]
-    runs = [_run(s, t, r) for s, (t, r) in enumerate(zip(tickets, randoms))]
+    per_layer = [{89: 63.0, 91: 62.0}, {89: 62.5, 91: 61.5}, {89: 63.5, 91: 62.5}]
+    runs = [_run(s, t, r, p) for s, (t, r, p) in enumerate(zip(tickets, randoms, per_layer))]
     files = ReportFiles(tmp_path)
     found = comparison(runs, files)
     rows = {(round(r["remaining"], 1), r["line"]): r for r in found["rows"]}
@@ -110,9 +113,12 @@ def test_the_report_sets_ours_beside_theirs_with_intervals(tmp_path):
     half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
     assert row["interval"] == pytest.approx([73.0 - half, 73.0 + half])
     assert row["difference"] == pytest.approx(73.0 - 73.1) and row["within"]
-    far = rows[(8.1, "random prune")]
+    far = rows[(8.1, "random prune per tensor")]
     assert far["difference"] == pytest.approx(59.666667 - 62.05, abs=1e-4) and not far["within"]
-    assert rows[(100.0, "dense")]["ours"] == pytest.approx([64.0, 63.0, 65.5]) and (100.0, "random prune") not in rows
+    near = rows[(8.1, "random prune per layer")]  # the notebook's own baseline, beside theirs
+    assert near["ours"] == pytest.approx([62.0, 61.5, 62.5]) and near["within"]
+    assert rows[(100.0, "dense")]["ours"] == pytest.approx([64.0, 63.0, 65.5])
+    assert not any(line.startswith("random") for remaining, line in rows if remaining == 100.0)
     assert (tmp_path / "figures" / "reproduction.png").stat().st_size > 10_000
     other = _run(0, {0: 60.0}, {})
     other.config["experiment"] = "mnist1d_imp"

@@ -3,6 +3,7 @@ is known by construction, and the verdict's rules (`channels.verdict`)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from scipy import stats
 
 from channels.verdict import alignment, causal
+from channels.verdict import ticket as ticket_test
 from channels.verdict.base import (
     CHANNELS,
     INCONCLUSIVE,
@@ -27,6 +29,7 @@ from channels.verdict.battery import CONFLICT, TESTS, verdict
 from channels.verdict.coordinates import canonical_frame
 from channels.verdict.learned import LEARNED, NOTHING_LEARNED
 from channels.verdict.localisation import localisation
+from channels.verdict.rundata import RunData, Trained
 from channels.verdict.stats import hypergeometric_overlap, t_interval, tost_equivalent
 from channels.verdict.unit_sites import ticket_paths, unit_sites
 from channels.units import mlp_unit_layout, permute_units, weight_matching
@@ -194,6 +197,30 @@ def test_accuracy_rule_separates_claim_equivalence_and_noise():
     assert _site([0.004, 0.005, 0.004, 0.006, 0.005], rule).reading == CHANNELS  # credible but below one point
     assert _site([0.7, 0.8, 0.9, 0.75, 0.85], midpoint).reading == SUBCIRCUITS
     assert _site([0.1, 0.2, 0.0, 0.15, 0.05], midpoint).reading == CHANNELS
+
+
+def _controlled_runs(ticket: list[float], controls: list[float]) -> list[RunData]:
+    """Runs whose sparsest level has the ticket and both positional controls at the given test accuracies."""
+    def trained(level: int, branch, acc: float) -> Trained:
+        return Trained(Path(branch or "ticket"), level, branch, {"density": 0.1, "test": {"test/acc": acc}})
+
+    return [RunData(Path(f"seed_{i}"), {"seed_everything": i}, {0: trained(0, None, 0.99), 1: trained(1, None, t)},
+                    {b: {1: trained(1, b, c)} for b in ticket_test.POSITIONAL})
+            for i, (t, c) in enumerate(zip(ticket, controls))]
+
+
+def test_ticket_statistic_is_the_log_error_ratio_and_the_gap_guards_its_size():
+    # Four controls 2.5 points under the ticket and one that lost what the function needs: the gap's
+    # t-interval crosses 0, the errors' ratio (2.5x in every seed, 11x in one) does not.
+    heavy_tail = ticket_test.run(_controlled_runs([0.975] * 5, [0.95, 0.95, 0.95, 0.95, 0.72]))
+    site = heavy_tail.sites[NETWORK]
+    assert site.effect == pytest.approx(np.mean([math.log(0.05 / 0.025)] * 4 + [math.log(0.28 / 0.025)]))
+    assert site.reading == TICKET and "accuracy gap +0.071 [-0.057" in site.note
+    # At the ceiling a large ratio is a fraction of a point: no ticket (the gap lies below one point).
+    ceiling = ticket_test.run(_controlled_runs([1.0, 0.999, 0.999, 1.0, 0.999], [0.993, 0.994, 0.992, 0.993, 0.994]))
+    assert ceiling.sites[NETWORK].effect > 1.5 and ceiling.sites[NETWORK].reading == NO_TICKET
+    noise = ticket_test.run(_controlled_runs([0.80, 0.74, 0.83, 0.70, 0.78], [0.77, 0.78, 0.76, 0.75, 0.77]))
+    assert noise.sites[NETWORK].reading == INCONCLUSIVE
 
 
 def _results(ticket: str, readings: dict[str, dict[str, str]], seeds: int = 5) -> list[TestResult]:

@@ -43,6 +43,12 @@ def accuracy_gap(result: TestResult, path: Path) -> Path | None:
                                          "": -EQUIVALENCE_MARGIN}, "accuracy gap")
 
 
+def error_ratio(result: TestResult, path: Path) -> Path | None:
+    """T0: the per-seed log error ratios (control errors / the ticket's) against 0, no difference."""
+    return site_intervals(result, path, {"0: the controls err as often": 0.0},
+                          "log(control error / ticket error)")
+
+
 def score(result: TestResult, path: Path) -> Path | None:
     """A 0 (channels) .. 1 (subcircuits) score against the midpoint rule."""
     return site_intervals(result, path, {"subcircuits above / channels below": MIDPOINT, "": 0.0},

@@ -1,7 +1,7 @@
 """A published result set beside ours: the report section of a reproduction.
 
 A recipe whose `experiment` names a reference (`REFERENCES`) gets one more report section: the
-final test accuracy of our ticket line and random prune against the weights remaining, mean
+final test accuracy of our ticket line and random prunes against the weights remaining, mean
 over seeds with its 95% t-interval (`channels.verdict.stats.t_interval`), the reference's
 published points overlaid, and a table at the reference's marked densities, ours beside theirs.
 
@@ -26,7 +26,9 @@ from experiments.report.document import Figure, Section, Table
 from lth.branches import style
 from lth.layout import ReportFiles
 
-RANDOM = "random_prune"
+# our random baselines, each set beside the reference's random line: per layer (weight and bias drawn
+# together, as the notebook draws) is the like-for-like one; per tensor inherits the ticket's split
+RANDOMS = {"random_prune_module": "random prune per layer", "random_prune": "random prune per tensor"}
 CLOSE = 2.0  # points: a reproduction matches where our mean is this close to theirs
 
 
@@ -121,12 +123,13 @@ def comparison(runs: Sequence[RunData], files: ReportFiles) -> dict | None:
     ref = reference_for(runs)
     if ref is None:
         return None
-    ticket, random = line_points(runs, None), line_points(runs, RANDOM)
+    ticket = line_points(runs, None)
+    randoms = {b: points for b in RANDOMS if (points := line_points(runs, b))}
     rows = []
     for round_ in ref.marks:
         remaining = 100 * ref.density(round_)
         lines = [("dense", ticket, "ticket")] if ref.density(round_) == 1 else \
-            [("ticket", ticket, "ticket"), ("random prune", random, "random")]
+            [("ticket", ticket, "ticket"), *((RANDOMS[b], points, "random") for b, points in randoms.items())]
         for name, points, line in lines:
             ours, theirs = _nearest(points, remaining), ref.values(line, round_)
             diff = None if ours is None else ours.mean - float(np.mean(theirs))
@@ -136,7 +139,7 @@ def comparison(runs: Sequence[RunData], files: ReportFiles) -> dict | None:
                          "ours": [] if ours is None else ours.values,
                          "interval": None if ours is None else list(ours.interval),
                          "difference": diff, "within": None if diff is None else abs(diff) <= CLOSE})
-    figure = comparison_figure(ticket, random, ref, files.figure(FIGURE))
+    figure = comparison_figure(ticket, randoms, ref, files.figure(FIGURE))
     return {"title": ref.title, "source": ref.source, "experiment": runs[0].experiment, "seeds": len(runs),
             "close": CLOSE, "rows": rows, "figure": figure.name}
 
@@ -165,7 +168,8 @@ def reproduction_section(found: dict, figures: Sequence[Figure]) -> Section:
         tables=[comparison_table(found)], figures=[f for f in figures if f.name == found["figure"]], console=True)
 
 
-def comparison_figure(ticket: Sequence[Point], random: Sequence[Point], ref: Reference, path: Path) -> Figure:
+def comparison_figure(ticket: Sequence[Point], randoms: dict[str, Sequence[Point]], ref: Reference,
+                      path: Path) -> Figure:
     """Final test accuracy against % of weights remaining: ours as mean and 95% t-interval over
     seeds (solid: a band along the ticket line, error bars where the random prune ran), theirs as
     the mean of their trials (dashed) and each trial (dots); blue tickets, red random prunes."""
@@ -177,18 +181,17 @@ def comparison_figure(ticket: Sequence[Point], random: Sequence[Point], ref: Ref
                 label=f"notebook: {label} (mean of {len(trials)} trials; dots: each)")
         for trial in trials:
             ax.plot(x[drawn], trial[drawn], ".", color=color, alpha=0.35, markersize=3)
-    for points, name, color in ((ticket, "ticket", "C0"), (random, "random prune", "C3")):
-        if not points:
-            continue
+    ours = [(ticket, "ticket", "C0", None)] + [(points, RANDOMS[b], c, b) for (b, points), c in zip(randoms.items(), ("C3", "C1"))]
+    for points, name, color, branch in ours:
         remaining = np.array([p.remaining for p in points])
         mean = np.array([p.mean for p in points])
         lo, hi = (np.array(v) for v in zip(*(p.interval for p in points)))
         label = f"ours: {name} (mean of {max(len(p.values) for p in points)} seeds, 95% CI)"
-        if name == "ticket":
+        if branch is None:
             ax.plot(remaining, mean, color=color, linewidth=2, label=label)
             ax.fill_between(remaining, lo, hi, color=color, alpha=0.25)
         else:
-            ax.errorbar(remaining, mean, yerr=[mean - lo, hi - mean], fmt=style(RANDOM).marker, color=color,
+            ax.errorbar(remaining, mean, yerr=[mean - lo, hi - mean], fmt=style(branch).marker, color=color,
                         capsize=3, label=label)
     ax.set_xscale("log")
     ax.invert_xaxis()
