@@ -70,6 +70,13 @@ def test_rows_agree_with_the_case_figures(tiny_result):
     assert e2e["estimated_default_s"] > e2e["startup_s"]
 
 
+def test_peers_measure_the_same_blocks_on_the_sized_model(tiny_result):
+    peers = tiny_result["cases"]["jacobian_peers"]["figures"]
+    assert (peers["layers"], peers["width"]) == (2, 64)  # the size's model, not the module's GPT-2 shape
+    assert all(c["max_rel_block_diff"] < 1e-4 for c in peers["coupling"])  # per-token and ours: one Jacobian
+    assert all(0 < e["matrix_cosine"] <= 1 + 1e-6 for e in peers["lens"])
+
+
 def test_chunk_sizes_are_shown_side_by_side_with_their_peaks(tiny_result):
     runs = tiny_result["cases"]["jacobian_chunks"]["figures"]["runs"]
     assert [r["chunk_size"] for r in runs] == [2, 4]

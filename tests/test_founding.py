@@ -97,7 +97,12 @@ def trained(tmp_path_factory):
     return out
 
 
-def test_checkpoint_sweep_series_twins_answer_and_wandb(trained, tmp_path, capsys):
+def test_checkpoint_sweep_series_twins_answer_and_wandb(trained, tmp_path, capsys, monkeypatch):
+    # each model's own figures (12 per sweep, twice 4 sweeps: two thirds of this test's time) are
+    # drawn and checked in test_jacobian_command; here only the figures across training are
+    from experiments.report import jacobian_figures
+
+    monkeypatch.setattr(jacobian_figures, "all_figures", lambda *args, **kwargs: [])
     out = tmp_path / "across"
     args = ["jacobian", "--checkpoints", str(trained), "--out", str(out), "--context_length", "12",
             "--contexts", "2", "--targets", "3", "--covariance_contexts", "3", "--coupling_targets", "0",

@@ -53,16 +53,70 @@ def test_moments_are_unbiased_with_calibrated_standard_errors():
     np.testing.assert_allclose(np.mean(ratio_se, 0), np.std(ratios, 0), rtol=0.3)
 
 
+def known_spectra(d_b: int = 48, d_a: int = 40) -> tuple[torch.Tensor, np.ndarray]:
+    """Two blocks U diag(sigma) V^T with random singular vectors: flat (30 ones) and decaying (i^-0.7)."""
+    g = torch.Generator().manual_seed(7)
+    spectra = [np.r_[np.ones(30), np.zeros(d_a - 30)], np.arange(1, d_a + 1) ** -0.7]
+    jac = []
+    for sigma in spectra:
+        left, _ = torch.linalg.qr(torch.randn(d_b, d_a, generator=g, dtype=torch.float64))
+        right, _ = torch.linalg.qr(torch.randn(d_a, d_a, generator=g, dtype=torch.float64))
+        jac.append(left @ torch.diag(torch.from_numpy(sigma)) @ right.T)
+    lam = np.array(spectra) ** 2
+    return torch.stack(jac), lam.sum(1) ** 2 / (lam**2).sum(1)
+
+
+@pytest.mark.parametrize("m", [24, 40])
+def test_orthogonal_probes_are_unbiased_calibrated_and_beat_gaussian(m):
+    jac, truth = known_spectra()
+    d_b = jac.shape[1]
+    a = jac @ jac.transpose(1, 2)
+    truth1, truth2 = torch.einsum("sii->s", a).numpy(), (a**2).sum((1, 2)).numpy()
+    draws = {"orthogonal": [], "gaussian": []}
+    for seed in range(400):
+        for probes in draws:
+            u = sketch.probe_cotangents(probes, m, d_b, seed)
+            draws[probes].append(sketch.moments(torch.einsum("ib,sba->isa", u, jac), sketch.frame_width(probes, d_b)))
+    ortho = draws["orthogonal"]
+    f1, f2 = np.stack([d.frobenius_sq for d in ortho]), np.stack([d.schatten4 for d in ortho])
+    assert np.all(np.abs(f1.mean(0) - truth1) < 4 * f1.std(0) / np.sqrt(400) + 1e-9 * truth1)  # unbiased
+    assert np.all(np.abs(f2.mean(0) - truth2) < 4 * f2.std(0) / np.sqrt(400))
+    np.testing.assert_allclose(np.stack([d.frobenius_sq_se for d in ortho]).mean(0), f1.std(0), rtol=0.25, atol=1e-9)
+    ratios = {k: np.stack([d.participation_ratio for d in v]) for k, v in draws.items()}
+    # the ratio of unbiased moments has a bias of second order (about 1.7 var on PR 5 at m = 24), smaller
+    # than with Gaussian probes
+    bias = {k: np.abs(v.mean(0) / truth - 1) for k, v in ratios.items()}
+    assert np.all(bias["orthogonal"] < 0.08) and np.all(bias["orthogonal"] <= bias["gaussian"] + 0.005), bias
+    # the jackknife with the finite-population factor matches the spread of the draws within 30%
+    se = np.stack([d.participation_ratio_se for d in ortho]).mean(0)
+    np.testing.assert_allclose(se, ratios["orthogonal"].std(0), rtol=0.3)
+    # the frame's error is below the Gaussian probes' on both spectra (the reason it is the default)
+    rms = {k: np.sqrt(((v / truth - 1) ** 2).mean(0)) for k, v in ratios.items()}
+    assert np.all(rms["orthogonal"] < 0.8 * rms["gaussian"]), rms
+
+
+def test_a_full_orthogonal_frame_gives_the_exact_moments():
+    jac, truth = known_spectra()
+    u = sketch.orthogonal_cotangents(48, 48, 0)
+    torch.testing.assert_close(u @ u.T, 48 * torch.eye(48, dtype=torch.float64))
+    found = sketch.moments(torch.einsum("ib,sba->isa", u, jac), 48)
+    np.testing.assert_allclose(found.participation_ratio, truth, rtol=1e-9)
+    np.testing.assert_allclose(found.participation_ratio_se, 0.0, atol=1e-9)
+    torch.testing.assert_close(sketch.orthogonal_cotangents(20, 48, 0), u[:20])  # one stream
+
+
 def test_sketched_matrices_are_unbiased():
     jac = blocks(1)
     middle = torch.from_numpy(np.diag(np.arange(1.0, 11.0)))
     ins, outs, sandwiches, means = [], [], [], []
     for seed in range(2000):
-        u = sketch.gaussian_cotangents(8, 12, seed)
+        probes = ("gaussian", "orthogonal")[seed % 2]  # both kinds, each unbiased
+        frame = sketch.frame_width(probes, 12)
+        u = sketch.probe_cotangents(probes, 8, 12, seed)
         y = torch.einsum("ib,sba->isa", u, jac)
         ins.append(sketch.input_gram_sum(y))
-        outs.append(sketch.sandwich_sum(y, u))
-        sandwiches.append(sketch.sandwich_sum(y, u, middle))
+        outs.append(sketch.sandwich_sum(y, u, frame=frame))
+        sandwiches.append(sketch.sandwich_sum(y, u, middle, frame))
         means.append(sketch.block_estimate(y[:, 0], u))
     for got, want in (
         (ins, torch.einsum("sba,sbc->ac", jac, jac)),
@@ -116,7 +170,9 @@ def test_sketched_sweep_agrees_with_the_exact_one(gpt2, tmp_path):
         assert list(exact["sources"]) == list(sketched["sources"]) == list(range(t + 1))
         frob = names.index("frobenius_sq")
         error = np.abs(sketched["metrics"][:, frob] - exact["metrics"][:, frob])
-        assert np.all(error < 5 * sketched["metric_se"][:, frob])
+        # width 16 < sketch_size: the orthogonal frame is complete (m = 16) and the moments exact
+        assert int(sketched["sketch_size"]) == 16
+        assert np.all(error <= 5 * sketched["metric_se"][:, frob] + 1e-9 * exact["metrics"][:, frob])
         for offset in (0, 2):  # the block Krylov offsets give the exact top-k
             row = t - offset
             np.testing.assert_allclose(sketched["singular_values"][row], exact["singular_values"][row, :4], rtol=1e-4)
@@ -157,7 +213,7 @@ def test_sized_sketch_grows_until_the_reported_error_is_small(gpt2):
                                       0.05, chunk_size=8, seed=3)
     rel = found.participation_ratio_se / found.participation_ratio
     assert len(u) > 8 and (rel.max() <= 0.05 or len(u) == 256) and len(u) % 2 == 0
-    torch.testing.assert_close(u[:8], sketch.gaussian_cotangents(8, 16, 3))  # the first draws stay
+    torch.testing.assert_close(u[:8], sketch.orthogonal_cotangents(8, 16, 3))  # the first draws stay
     fixed, _, _ = sketch.sized_sketch(gpt2, ids, "resid_pre.0", "resid_post.1", 9, list(range(10)), 16, 8, 256,
                                       None, chunk_size=8, seed=3)
     assert len(fixed) == 8

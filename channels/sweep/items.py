@@ -122,8 +122,9 @@ def sketch_item(job: ItemInput) -> tuple[dict[str, np.ndarray], dict]:
     window = job.window
     y, cotangents, mom = sketch.sized_sketch(
         job.model, window, job.pair.a, job.pair.b, job.target, job.sources, job.width_b, s.sketch_size,
-        s.sketch_max_size, s.sketch_pr_rel_se, job.chunk_size, seed,
+        s.sketch_max_size, s.sketch_pr_rel_se, job.chunk_size, seed, s.sketch_probes,
     )
+    frame = sketch.frame_width(s.sketch_probes, job.width_b)
     sync(device)
     middle = time.perf_counter()
     names = list(METRIC_NAMES)
@@ -161,8 +162,8 @@ def sketch_item(job: ItemInput) -> tuple[dict[str, np.ndarray], dict]:
         if blocks.shape[1] == 0:
             continue
         sums[f"gram/in/{part}"] = (sketch.input_gram_sum(blocks), blocks.shape[1])
-        sums[f"gram/out/{part}"] = (sketch.sandwich_sum(blocks, cotangents), blocks.shape[1])
-        sums[f"prop/{part}"] = (sketch.sandwich_sum(blocks, cotangents, cov), 1)
+        sums[f"gram/out/{part}"] = (sketch.sandwich_sum(blocks, cotangents, frame=frame), blocks.shape[1])
+        sums[f"prop/{part}"] = (sketch.sandwich_sum(blocks, cotangents, cov, frame), 1)
     if job.target >= s.lens_skip_first:
         sums["lens"] = (sketch.block_estimate(y[:, job.here], cotangents), 1)
     sync(device)

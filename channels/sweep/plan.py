@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from channels.metrics import DEFAULT_RTOL
+from channels.sketch import PROBES
 from channels.sites import replace, run_sites
 from lth.errors import LTCError
 
@@ -69,6 +70,8 @@ class SweepSettings:
             participation ratio of every block with standard errors, top-k singular values of
             the blocks at `sketch_topk_offsets`; see channels.sketch).
         sketch_size: random cotangents m per target to start with (sketch).
+        sketch_probes: `orthogonal` (rows of one random orthonormal frame, m <= d_b: lower variance,
+            exact at m = d_b) or `gaussian` (independent normal rows); see channels.sketch.
         sketch_pr_rel_se: the sketch grows (up to `sketch_max_size`) until every block's
             participation ratio has a relative standard error at most this (null: fixed m).
         sketch_max_size: the most cotangents per target.
@@ -91,6 +94,7 @@ class SweepSettings:
     chunk_size: int | None = None
     method: str = "exact"
     sketch_size: int = 64
+    sketch_probes: str = "orthogonal"
     sketch_pr_rel_se: float | None = 0.02
     sketch_max_size: int = 256
     sketch_topk: int = 8
@@ -115,6 +119,8 @@ class SweepSettings:
             raise LTCError("covariance_skip_first and lens_skip_first must be >= 0, rtol in (0, 1)")
         if self.method not in METHODS:
             raise LTCError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.sketch_probes not in PROBES:
+            raise LTCError(f"sketch_probes must be one of {', '.join(PROBES)}, got {self.sketch_probes!r}")
         if self.sketch_size < 4 or self.sketch_size % 2:
             raise LTCError(f"sketch_size must be even and >= 4, got {self.sketch_size}")
         if self.sketch_max_size < self.sketch_size or self.sketch_max_size % 2:

@@ -48,13 +48,17 @@ SITE_A, SITE_B = "resid_pre.0", "resid_post.-1"
 LAYERS, WIDTH, HEADS = 12, 768, 12
 
 
-def gpt2_small(context: int, device: torch.device, seed: int) -> GPT2LMHeadModel:
-    """GPT-2-small shape with random weights (no download)."""
+def gpt2_small(
+    context: int, device: torch.device, seed: int, layers: int | None = None, width: int | None = None
+) -> GPT2LMHeadModel:
+    """GPT-2-small shape with random weights (no download); `layers` and `width` (None: the module's
+    LAYERS, WIDTH) shrink it, with heads of 64."""
     torch.manual_seed(seed)
+    layers, width = layers or LAYERS, width or WIDTH
     config = GPT2Config(
-        n_layer=LAYERS,
-        n_embd=WIDTH,
-        n_head=HEADS,
+        n_layer=layers,
+        n_embd=width,
+        n_head=HEADS if width == WIDTH else max(1, width // 64),
         n_positions=max(1024, context),
         attn_implementation="eager",
     )

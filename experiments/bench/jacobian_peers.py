@@ -1,10 +1,11 @@
 """Benchmark case `jacobian_peers`: our Jacobian lens and block coupling beside the way public
 reference implementations compute them, on the same model and prompts, in one process.
 
-Model: GPT-2-small shape with random weights (`experiments.bench.jacobian.gpt2_small`); prompts:
-random token ids.
+Model: GPT-2 shape with random weights (`experiments.bench.jacobian.gpt2_small`), 4 layers of
+width 256 on a CPU (the per-token way costs width backward passes per layer and token), GPT-2
+small's 12 x 768 at the CUDA sizes; prompts: random token ids.
 
-(a) The Jacobian lens of resid_pre.0 -> resid_post.11 over the valid positions V = skip..L-2 of a
+(a) The Jacobian lens of resid_pre.0 -> resid_post.-1 (the last layer) over the valid positions V = skip..L-2 of a
     prompt (the last position has no next token; early ones are attention sinks).
     Peers (the public Jacobian-lens fitting code, re-implemented from its description, not
     copied): the prompt replicated `dim_batch` times in one forward pass; then d / dim_batch
@@ -32,7 +33,6 @@ from channels.compare import subspace_overlap
 from channels.coupling import coupling_matrices
 from channels.jacobian import forward_with_graph, iter_sequence_jacobian
 from channels.self_jacobian import self_jacobians
-from experiments.bench import jacobian as shape
 from experiments.bench.jacobian import SITE_A, SITE_B, gpt2_small, random_ids
 from experiments.bench.suite import BenchSettings, CaseResult, PeakMemory, row
 from experiments.bench.timing import timed
@@ -94,21 +94,21 @@ def _singular_vectors(blocks: list[torch.Tensor]) -> list[list[tuple[np.ndarray,
     return out
 
 
-def run(context: int, prompts: int, skip: int, dim_batch: int, tokens: int, chunk: int, device: str) -> dict:
+def run(context: int, prompts: int, skip: int, dim_batch: int, tokens: int, chunk: int, device: str,
+        layers: int, width: int) -> dict:
     where = torch.device(device)
-    model = gpt2_small(context, where, 0)
+    model = gpt2_small(context, where, 0, layers, width)
     figures = {"context": context, "prompts": prompts, "skip_first": skip, "dim_batch": dim_batch,
-               "coupling_tokens": tokens, "lens": [], "coupling": []}
+               "coupling_tokens": tokens, "layers": layers, "width": width, "lens": [], "coupling": []}
     for prompt in range(prompts):
         ids = random_ids(model, context, where, prompt)
         peer_s, peer = timed(lambda: peer_lens(model, ids, SITE_A, SITE_B, skip, dim_batch), where)
         ours_s, ours = timed(lambda: our_lens(model, ids, SITE_A, SITE_B, skip, chunk), where)
         figures["lens"].append({"peer_s": peer_s, "ours_s": ours_s, **lens_agreement(ours.cpu(), peer.cpu())})
         chosen = list(range(context - tokens, context))
-        peer_c_s, peer_c = timed(lambda: [peer_blocks(model, ids, layer, chosen, chunk) for layer in range(shape.LAYERS)],
-                                 where)
+        peer_c_s, peer_c = timed(lambda: [peer_blocks(model, ids, layer, chosen, chunk) for layer in range(layers)], where)
         ours_c_s, ours_c = timed(lambda: [self_jacobians(model, ids, f"resid_pre.{layer}", f"resid_post.{layer}",
-                                                         chosen, chunk) for layer in range(shape.LAYERS)], where)
+                                                         chosen, chunk) for layer in range(layers)], where)
         diff = max(float((o - p).abs().max() / p.abs().max()) for o, p in zip(ours_c, peer_c))
         matrices = [coupling_matrices(_singular_vectors([[b.cpu() for b in layer] for layer in blocks]))
                     for blocks in (ours_c, peer_c)]
@@ -127,19 +127,20 @@ def case(s: BenchSettings) -> CaseResult:
     """The suite's `jacobian_peers` case (sizes: `peer_context`, `peer_prompts`, `peer_tokens`)."""
     z = s.sizes
     skip = max(1, z.peer_context // 8)
-    f = run(z.peer_context, z.peer_prompts, skip, 8, z.peer_tokens, z.jac_chunk, s.device)
+    f = run(z.peer_context, z.peer_prompts, skip, 8, z.peer_tokens, z.jac_chunk, s.device, z.peer_layers, z.peer_width)
     lens = {k: float(np.mean([e[k] for e in f["lens"]])) for k in ("rel_frobenius_diff", "matrix_cosine", "top8_overlap")}
     block_diff = max(e["max_rel_block_diff"] for e in f["coupling"])
     coupling_diff = max(e["max_coupling_diff"] for e in f["coupling"])
 
     def rows(mem: PeakMemory) -> list[dict]:
-        return [row("jacobian_peers", f"Jacobian lens per prompt, context {f['context']}, {f['prompts']} prompt(s)",
+        return [row("jacobian_peers", f"Jacobian lens per prompt, GPT-2 shape {f['layers']} x {f['width']}, context {f['context']}, "
+                    f"{f['prompts']} prompt(s)",
                     f["lens_ours_s_per_prompt"], f["lens_peer_s_per_prompt"], f["lens_speedup"],
                     "peers / ours (speedup)", mem,
                     f"ours E_t[J(t, t)] exact; peers' lens (sum over later targets) differs by "
                     f"{lens['rel_frobenius_diff']:.1%} (Frobenius), cosine {lens['matrix_cosine']:.3f}, top-8 "
-                    f"overlap {lens['top8_overlap']:.2f} (chance {TOP / shape.WIDTH:.3f})"),
-                row("jacobian_peers", f"block coupling per prompt, {f['coupling_tokens']} tokens x {shape.LAYERS} layers",
+                    f"overlap {lens['top8_overlap']:.2f} (chance {TOP / f['width']:.3f})"),
+                row("jacobian_peers", f"block coupling per prompt, {f['coupling_tokens']} tokens x {f['layers']} layers",
                     f["coupling_ours_s_per_prompt"], f["coupling_peer_s_per_prompt"], f["coupling_speedup"],
                     "per-token / ours (speedup)", mem,
                     f"same blocks: max rel diff {block_diff:.0e}, coupling matrices differ by {coupling_diff:.0e}")]

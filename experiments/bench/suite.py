@@ -96,9 +96,11 @@ class Sizes:
     sketch_context: int = 32  # jacobian_sketch: context, targets, random VJPs per target
     sketch_targets: int = 2
     sketch_size: int = 64
-    peer_context: int = 32  # jacobian_peers: context, prompts, tokens of the block coupling
-    peer_prompts: int = 1
+    peer_context: int = 32  # jacobian_peers: context, prompts, tokens of the block coupling, model
+    peer_prompts: int = 4
     peer_tokens: int = 4
+    peer_layers: int = 4  # GPT-2 shape at this depth and width (the per-token way costs width
+    peer_width: int = 256  # backward passes per layer and token: GPT-2 small's 768 x 12 is for a GPU)
 
 
 ALL_SHAPES = ("mnist1d-mlp", "lenet-300-100", "wide-mlp")
@@ -111,16 +113,18 @@ SIZES = {
     "quick": replace(FULL, masking_steps=20, masking_rounds=3, masking_shapes=ALL_SHAPES[:2], cov_rows=32_768,
                      cov_dim=128, cov_repeats=2, jac_context=32, jac_rows=4, jac_pairs=1, svd_context=8,
                      chunk_context=32, chunk_rows=16, chunk_sizes=(4, 16), train_steps=300, sketch_context=16,
-                     sketch_targets=1, peer_context=16, peer_prompts=1, peer_tokens=2),
+                     sketch_targets=1, peer_context=16, peer_prompts=1, peer_tokens=2, peer_layers=2,
+                     peer_width=128),
     "tiny": replace(FULL, masking_steps=2, masking_rounds=1, masking_shapes=ALL_SHAPES[:1], cov_rows=512,
                     cov_dim=16, cov_chunk=128, cov_repeats=1, jac_context=8, jac_rows=2, jac_pairs=1,
                     svd_context=4, top_k=8, block_size=4, n_iter=4, jac_chunk=8, chunk_context=8, chunk_rows=4,
                     chunk_sizes=(2, 4), train_steps=20, sketch_context=4, sketch_targets=1, sketch_size=4,
-                    peer_context=8, peer_prompts=1, peer_tokens=2),
+                    peer_context=8, peer_prompts=1, peer_tokens=2, peer_layers=2, peer_width=64),
 }
 CUDA_FULL = replace(FULL, masking_steps=100, cov_rows=262_144, jac_context=1024, jac_rows=256, svd_context=1024,
                     jac_chunk=64, chunk_context=1024, chunk_rows=256, chunk_sizes=(16, 0), sketch_context=256,
-                    sketch_targets=4, peer_context=256, peer_prompts=4, peer_tokens=32)
+                    sketch_targets=4, peer_context=256, peer_prompts=4, peer_tokens=32, peer_layers=12,
+                    peer_width=768)
 
 
 @dataclass

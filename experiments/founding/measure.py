@@ -28,7 +28,7 @@ from lth.errors import LTCError
 from lth.layout import SweepLayout
 from lth.rundir import config_hash
 
-SKETCH_IDENTITY = ("sketch_size", "sketch_pr_rel_se", "sketch_max_size", "sketch_topk", "sketch_topk_offsets",
+SKETCH_IDENTITY = ("sketch_size", "sketch_probes", "sketch_pr_rel_se", "sketch_max_size", "sketch_topk", "sketch_topk_offsets",
                    "krylov_block", "krylov_iters", "krylov_tol")
 
 
