@@ -10,7 +10,9 @@ import yaml
 
 from channels.verdict.rundata import load_run
 from experiments.cli import main
-from experiments.report.fourier import fourier_rows
+from experiments.report.document import Document, render_markdown
+from experiments.report.fourier import fourier_reading, fourier_section
+from lth.layout import ReportFiles
 
 TOY = ["--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--imp.levels", "1", "--imp.rewind_step", "1",
        "--spectra.every_n_steps", "6", "--spectra.probe_size", "8", "--spectra.jacobian_probe_size", "1",
@@ -46,9 +48,34 @@ def test_the_modadd_seeds_recipe_runs_with_its_branches_and_is_read_by_fourier(t
     answers = ModularAdditionDataModule(p=11, train_fraction=0.4, batch_size=32).test_set.tensors[1][:, -1]
     assert _test_metrics(run / "level_00")["test/chance"] == pytest.approx(
         float(torch.bincount(answers).max() / len(answers)), abs=1e-6)
-    rows = fourier_rows([load_run(run)])
-    assert [r["network"] for r in rows] == ["dense", "ticket", "random_prune", "shuffle", "random_reinit"]
-    assert all(len(r["channel_frequencies"]) == 8 and 0 <= r["accuracy"] <= 1 for r in rows)
+    found, _ = fourier_reading([load_run(run)], ReportFiles(tmp_path / "report"))
+    assert [r["network"] for r in found["rows"]] == ["dense", "ticket", "random_prune", "shuffle", "random_reinit"]
+    assert all(len(r["channel_frequencies"]) == 8 and 0 <= r["accuracy"] <= 1 for r in found["rows"])
+
+
+def test_the_report_reads_the_fourier_answer_of_every_modadd_run(tmp_path):
+    """Two toy seeds of the modadd recipe: one row per run and network, the summary over both runs
+    (each dense network keeps all of its own keys, with all of its power on them), the figure, and a
+    section that names each seed's key frequencies."""
+    root = tmp_path / "seeds"
+    args = ["seeds", "--config", "configs/modadd_seeds.yaml", "--seeds", "[0, 1]", "--workers", "1", "--report",
+            "false", "--run_dir", str(root), "--data.init_args.p", "11", "--data.init_args.batch_size", "32",
+            "--model.init_args.net.init_args.vocab_size", "12", "--imp.branches", "[random_prune]", *TOY]
+    assert main(args) == 0
+    runs = [load_run(root / f"seed_{s}") for s in (0, 1)]
+    found, figure = fourier_reading(runs, ReportFiles(tmp_path / "report"))
+    assert [(r["seed"], r["network"]) for r in found["rows"]] == [
+        (s, n) for s in (0, 1) for n in ("dense", "ticket", "random_prune")]
+    dense = next(s for s in found["summary"] if s["network"] == "dense")
+    assert dense["runs"] == 2 and dense["power_on_dense_keys"] == pytest.approx(
+        float(sum(r["key_share"] for r in found["rows"] if r["network"] == "dense") / 2))
+    assert all(kept.split("/")[0] == kept.split("/")[1] for kept in dense["keeps_dense_keys"])
+    assert figure.path.stat().st_size > 10_000 and found["p"] == 11
+    text = render_markdown(Document("report", [fourier_section(found, [figure])]))
+    for row in found["rows"]:
+        if row["network"] == "dense":
+            assert f"seed {row['seed']}: " + (", ".join(map(str, row["key_frequencies"])) or "none") in text
+    json.dumps(found)  # verdict.json takes it as it is
 
 
 @pytest.mark.slow

@@ -11,8 +11,9 @@ from channels.verdict.battery import run_battery, verdict
 from channels.verdict.rundata import RunData, load_run
 from channels.verdict.stability import stability_rows, stability_summary
 from experiments.config import experiment_id, imp_parser
-from experiments.report.document import write_document
+from experiments.report.document import Figure, write_document
 from experiments.report.figures import all_figures
+from experiments.report.fourier import fourier_reading
 from experiments.report.networks import RunNetworks, run_configs
 from experiments.report.reproduction import comparison
 from experiments.report.verdict import verdict_document
@@ -87,6 +88,11 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     result["stability"] = {"rows": rows, "summary": stability_summary(rows)}
     figures = all_figures(runs, results, files)
     result["reproduction"] = comparison(runs, files)  # None unless the experiment has a published reference
+    if result["reproduction"]:
+        found = result["reproduction"]
+        figures.append(Figure(found["figure"], files.figure(found["figure"]), found["caption"]))
+    result["fourier"], fourier_figure = fourier_reading(runs, files)  # None unless the runs are modular addition
+    figures += [fourier_figure] if fourier_figure else []
     result["figures"] = [str(f.path.relative_to(files.dir)) for f in figures]
     result["seconds"] = time.perf_counter() - started
     rundir.write_json(files.verdict, result)

@@ -141,7 +141,7 @@ def comparison(runs: Sequence[RunData], files: ReportFiles) -> dict | None:
                          "difference": diff, "within": None if diff is None else abs(diff) <= CLOSE})
     figure = comparison_figure(ticket, randoms, ref, files.figure(FIGURE))
     return {"title": ref.title, "source": ref.source, "experiment": runs[0].experiment, "seeds": len(runs),
-            "close": CLOSE, "rows": rows, "figure": figure.name}
+            "close": CLOSE, "rows": rows, "figure": figure.name, "caption": figure.caption}
 
 
 COMPARISON_HEADERS = ["% remaining", "line", "our level", "ours: mean [95% CI] (seeds)", "their round",

@@ -9,6 +9,7 @@ from channels.verdict.battery import PRECONDITIONS, TESTS
 from channels.verdict.learned import LEARNED, NOTHING_LEARNED
 from experiments.report.card import verdict_card
 from experiments.report.document import Document, Figure, Section, Table
+from experiments.report.fourier import fourier_section
 from experiments.report.reproduction import reproduction_section
 
 READING_STYLE = {CHANNELS: "bold green", SUBCIRCUITS: "bold magenta", MIXED: "bold cyan", NO_TICKET: "bold yellow",
@@ -124,8 +125,12 @@ def verdict_document(result: dict, figures: list[Figure]) -> Document:
         stability.tables.append(Table("", STABILITY_HEADERS, stability_table(result), console_columns=[]))
     runs.folded = True
     found = result.get("reproduction")  # a published reference beside ours, shown after the readings
-    main = [f for f in figures if f.name not in result["tests"] and not (found and f.name == found["figure"])]
+    fourier = result.get("fourier")  # the known answer of modular addition, likewise
+    own = {part["figure"] for part in (found, fourier) if part}
+    main = [f for f in figures if f.name not in result["tests"] and f.name not in own]
     sections = [Section("Figures", figures=main), summary, cal, stability, runs]
+    if fourier:
+        sections.insert(2, fourier_section(fourier, figures))
     if found:
         sections.insert(2, reproduction_section(found, figures))
     sections += [test_section(test, [f for f in figures if f.name == key]) for key, test in result["tests"].items()]
