@@ -10,6 +10,8 @@ and scores it against its planted truths (`channels.verdict.calibration`). `repo
 holds the instances, the confusion matrices and the error rates with exact intervals; the report
 adds the dial's figure. `ltc report` shows the latest one beside every verdict. Runs are ordinary
 run directories: re-running resumes. `--quick`: one instance per family and the dial's two ends.
+The planted sequence families (`sequence_subcircuit`, `sequence_channel`) are opt-in: drawn only
+when `--families` names them, each instance trained with its family's own recipe.
 """
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ from experiments.config import base_parser, imp_parser, parse
 from experiments.data.population import (
     DEFAULT_POPULATION_SEED,
     PER_FAMILY,
-    Instance,
+    POPULATION_RECIPE,
+    SEQUENCE_PER_FAMILY,
+    WorldInstance,
     draw_population,
 )
 from experiments.launchers import Launch, run_all
@@ -43,14 +47,13 @@ from lth import rundir
 from lth.errors import LTCError
 from lth.layout import DEFAULT_CALIBRATION, CalibrationLayout
 
-RECIPE = Path(__file__).resolve().parents[2] / "configs" / "planted" / "population.yaml"
-FAMILIES = (*PER_FAMILY, "dial")
+FAMILIES = (*PER_FAMILY, "dial", *SEQUENCE_PER_FAMILY)
 
 
 def build_parser():
     parser = base_parser("ltc calibrate", "The battery on a population of planted worlds: confusion matrices.")
     parser.add_argument("--families", type=list[str] | None, default=None,
-                        help=f"families to draw (default all): {', '.join(FAMILIES)}")
+                        help=f"families to draw (default all but the opt-in sequence_*): {', '.join(FAMILIES)}")
     parser.add_argument("--quick", type=bool, default=False, help="one instance per family, the dial's two ends")
     parser.add_argument("--instances", type=int | None, default=None,
                         help="only the first N instances of the round-robin order (a balanced smaller population)")
@@ -59,24 +62,27 @@ def build_parser():
     parser.add_argument("--seeds", type=list[int], default=[0, 1, 2, 3, 4], help="init seeds per instance (>= 5 to read)")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (worker processes when > 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--recipe", type=str, default=str(RECIPE), help="the shared recipe of every world")
+    parser.add_argument("--recipe", type=str, default=str(POPULATION_RECIPE),
+                        help="the shared recipe of the MLP worlds (a sequence family runs its own)")
     parser.add_argument("--out", type=str, default=str(DEFAULT_CALIBRATION.root), help="where the runs and the report go")
     parser.add_argument("--wandb.mode", type=str | None, default=None, help="offline (default), online or disabled")
     return parser
 
 
-def instance_dir(population_seed: int, instance: Instance) -> str:
+def instance_dir(population_seed: int, instance: WorldInstance) -> str:
     return f"population_{population_seed}/{instance.name}"
 
 
-def plan(instances: list[Instance], cfg, layout: CalibrationLayout, tmp: Path) -> list[Launch]:
-    """One `ltc imp` per instance and seed, its resolved recipe written to `tmp`."""
+def plan(instances: list[WorldInstance], cfg, layout: CalibrationLayout, tmp: Path) -> list[Launch]:
+    """One `ltc imp` per instance and seed, its resolved recipe (the instance's own, else the
+    shared `cfg.recipe`) written to `tmp`."""
     parser = imp_parser()
     launches = []
     for instance in instances:
         for seed in cfg.seeds:
             run_dir = layout.run(instance_dir(cfg.population_seed, instance), seed)
-            args = ["--config", cfg.recipe, *instance.overrides(), "--seed_everything", str(seed),
+            recipe = str(instance.recipe or cfg.recipe)
+            args = ["--config", recipe, *instance.overrides(), "--seed_everything", str(seed),
                     "--run_dir", str(run_dir), "--wandb.mode", "disabled", "--trainer.enable_progress_bar", "false"]
             path = tmp / f"{instance.name}-{seed}.yaml"
             path.write_text(parser.dump(parse(parser, args)))
@@ -84,7 +90,7 @@ def plan(instances: list[Instance], cfg, layout: CalibrationLayout, tmp: Path) -
     return launches
 
 
-def reading_key(instance: Instance, run_dirs: list[Path]) -> str:
+def reading_key(instance: WorldInstance, run_dirs: list[Path]) -> str:
     """sha256 of what an instance's reading depends on: the reading code (every source file of
     `channels`), the instance and its truths, and its runs' files (path and content: a resumed run
     rewrites its config.yaml with the same content)."""
@@ -99,7 +105,7 @@ def reading_key(instance: Instance, run_dirs: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def read_instance(instance: Instance, population_seed: int, seeds: list[int], root: str, threads: int) -> dict:
+def read_instance(instance: WorldInstance, population_seed: int, seeds: list[int], root: str, threads: int) -> dict:
     """The battery's verdict on one instance's runs, scored: a line of calibration.json. Kept in
     `readings/<instance>.json` and reused while the code, the instance and its runs are unchanged
     (an interrupted calibration resumes its reading too)."""
@@ -119,7 +125,7 @@ def read_instance(instance: Instance, population_seed: int, seeds: list[int], ro
     return entry
 
 
-def read_all(instances: list[Instance], cfg, layout: CalibrationLayout) -> list[dict]:
+def read_all(instances: list[WorldInstance], cfg, layout: CalibrationLayout) -> list[dict]:
     """Every instance read, `cfg.workers` at a time in worker processes (in order in the result)."""
     args = (cfg.population_seed, list(cfg.seeds), str(layout.root), cfg.threads)
     if cfg.workers <= 1:

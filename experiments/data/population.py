@@ -9,15 +9,26 @@ and goes through one shared recipe (`configs/planted/population.yaml`: the same 
 fraction, levels and branches for every world). The `dial` family is a fixed sweep of alpha.
 Everything is drawn from `population_seed`: the default is a seed never used while the rules were
 being written, so the reported confusion matrix reads fresh worlds.
+
+Opt-in (drawn only when `families` names them, never in the default population): the planted
+sequence families `sequence_subcircuit` and `sequence_channel` (`experiments.data.sequence_world`,
+one route each), whose instances draw vocab, length, width and world_seed (`SEQUENCE_RANGES`)
+and run their own recipe (`configs/planted/<family>.yaml`) instead of the shared one.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from experiments.data.planted import DISTILLED, MIXED_VARIANTS, WORLDS, Spec
+from experiments.data.sequence_world import ROUTES, route_truths
 from lth.seeds import derive_seed
+
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "planted"
+POPULATION_RECIPE = RECIPES / "population.yaml"  # the shared recipe of the MLP worlds
 
 DEFAULT_POPULATION_SEED = 20261203  # fresh: the rules were developed on population seeds 0..9, and T0's error ratio on 20261202
 RANGES = {
@@ -36,6 +47,12 @@ PER_FAMILY = {"input_subcircuit": 4, "input_channel": 4, "hidden_subcircuit": 4,
               "no_ticket": 2, "nothing_to_learn": 2}
 DIAL = (0.0, 0.25, 0.5, 0.75, 1.0)
 QUICK_DIAL = (0.0, 1.0)
+SEQUENCE_PER_FAMILY = {f"sequence_{route}": 4 for route in ROUTES}  # opt-in: not in the default population
+SEQUENCE_RANGES = {  # every draw fits: vocab + length <= width (the route), and the recipes' 4 heads divide the width
+    "vocab": (16, 24, 32),
+    "length": (6, 8, 10),
+    "width": (48, 56, 64),
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,11 @@ class Instance:
     label_noise: float
     world_seed: int
     knobs: dict = field(default_factory=dict)
+
+    @property
+    def recipe(self) -> Path | None:
+        """None: the MLP worlds run the shared recipe (`ltc calibrate --recipe`, `POPULATION_RECIPE`)."""
+        return None
 
     @property
     def truths(self) -> dict[str, str]:
@@ -80,8 +102,83 @@ class Instance:
                 "label_noise": round(self.label_noise, 4), "world_seed": self.world_seed, **self.knobs}
 
 
-def draw_instance(family: str, index: int, population_seed: int, alpha: float | None = None) -> Instance:
+@dataclass(frozen=True)
+class SequenceInstance:
+    """One planted sequence world: a one-layer `planted_gpt2` and its `SequenceWorldDataModule` on the
+    family's route, trained with the family's own recipe (`configs/planted/<family>.yaml`).
+
+    Truths: the route's picture at `resid_pre.0` and `resid_post.0`; `mlp_hidden.0` and `attn.0`
+    plant nothing and are not scored (`sequence_world.route_truths`).
+
+    Verdict truth: the route's picture, the sites' common truth as for an MLP world. The battery
+    also reads the unplanted `mlp_hidden.0` and `attn.0`, so the verdict word can be driven by them
+    (e.g. `mixed`: the route's picture at the stream beside whatever the MLP made of its neurons;
+    one dense seed read T2 rho 0.74-0.78 at `mlp_hidden.0` in both worlds, docs/transformers.md).
+    `instance_entry` scores such an instance as it scores an MLP world whose hidden layers are
+    unplanted: right when both residual sites read their truth and the verdict is neither a
+    precondition's nor inconclusive. The verdict truth only names the instance's row of the
+    verdict's confusion matrix (where a `mixed` verdict, counted right, sits in the route's row).
+    Not scoring the verdict is not on offer: `instance_entry` scores the sites and the verdict
+    together, and an empty verdict truth would put the instance in a blank row.
+    """
+
+    name: str
+    family: str
+    vocab: int
+    length: int
+    width: int
+    world_seed: int
+
+    @property
+    def route(self) -> str:
+        return self.family.removeprefix("sequence_")
+
+    @property
+    def recipe(self) -> Path:
+        """The family's own recipe, whose route, vocab, length, width and world_seed `overrides` replace."""
+        return RECIPES / f"{self.family}.yaml"
+
+    @property
+    def truths(self) -> dict[str, str]:
+        return route_truths(self.route)
+
+    @property
+    def verdict_truth(self) -> str:
+        (truth,) = set(self.truths.values())
+        return truth
+
+    def world(self) -> dict:
+        """The knobs the model and the data must share."""
+        return {"route": self.route, "vocab": self.vocab, "length": self.length, "width": self.width,
+                "world_seed": self.world_seed}
+
+    def overrides(self) -> list[str]:
+        """`ltc imp` flags that put the model and the data on this world (the same knobs for both)."""
+        world = self.world().items()
+        return ([f"--model.init_args.net.init_args.{k}={v}" for k, v in world]
+                + [f"--data.init_args.{k}={v}" for k, v in world] + [f"--experiment=planted_{self.name}"])
+
+    def describe(self) -> dict:
+        """The instance's line in calibration.json (the optimizer as its recipe sets it)."""
+        optimizer = yaml.safe_load(self.recipe.read_text())["model"]["init_args"]["optimizer"]
+        return {"family": self.family, **self.world(), "optimizer": optimizer}
+
+
+WorldInstance = Instance | SequenceInstance
+
+
+def draw_sequence_instance(family: str, index: int, population_seed: int) -> SequenceInstance:
+    """Instance `index` of a sequence family, drawn from (population_seed, family, index)."""
+    rng = np.random.default_rng(derive_seed(population_seed, family, index))
+    vocab, length, width = (int(rng.choice(SEQUENCE_RANGES[k])) for k in ("vocab", "length", "width"))
+    return SequenceInstance(f"{family}_{index}", family, vocab, length, width,
+                            derive_seed(population_seed, family, index, "world"))
+
+
+def draw_instance(family: str, index: int, population_seed: int, alpha: float | None = None) -> WorldInstance:
     """Instance `index` of `family`, drawn from (population_seed, family, index)."""
+    if family in SEQUENCE_PER_FAMILY:
+        return draw_sequence_instance(family, index, population_seed)
     rng = np.random.default_rng(derive_seed(population_seed, family, index))
     pick = lambda key: RANGES[key][int(rng.integers(len(RANGES[key])))]
     d, width, depth, classes, rank = (pick(k) for k in ("in_features", "width", "depth", "classes", "rank"))
@@ -107,12 +204,14 @@ def draw_instance(family: str, index: int, population_seed: int, alpha: float | 
 
 
 def draw_population(population_seed: int, families: list[str] | None = None, quick: bool = False,
-                    dial: bool = True, limit: int | None = None) -> list[Instance]:
+                    dial: bool = True, limit: int | None = None) -> list[WorldInstance]:
     """Every instance, round-robin: the first of each family and the dial's first alpha, then the
     second of each, ... (`PER_FAMILY` of a family, one with `quick`; the dial's ends first), so that
-    the first `limit` instances are a balanced smaller population."""
+    the first `limit` instances are a balanced smaller population. The sequence families
+    (`SEQUENCE_PER_FAMILY`) only when `families` names them."""
     chosen = families or list(PER_FAMILY)
-    counts = {f: 1 if quick else PER_FAMILY[f] for f in chosen if f in PER_FAMILY}
+    per_family = {**PER_FAMILY, **SEQUENCE_PER_FAMILY}
+    counts = {f: 1 if quick else per_family[f] for f in chosen if f in per_family}
     alphas = sorted(QUICK_DIAL if quick else DIAL, key=lambda a: (a not in QUICK_DIAL, a))
     if not (dial and (families is None or "dial" in families)):
         alphas = []

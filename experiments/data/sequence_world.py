@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from channels.verdict.base import CHANNELS, SUBCIRCUITS
 from experiments.data.splits import TensorSplits
 from lth.errors import LTCError
 from lth.orthogonal import random_rotation_fixing_ones
@@ -39,6 +40,15 @@ from lth.orthogonal import random_rotation_fixing_ones
 ROUTES = ("subcircuit", "channel")
 TASKS = ("lookup", "copy")
 IGNORE = -100
+RESIDUAL_SITES = ("resid_pre.0", "resid_post.0")  # the residual stream of the recipes' one layer
+
+
+def route_truths(route: str) -> dict[str, str]:
+    """The planted truth per site of a one-layer `planted_gpt2`: the route's picture at both
+    residual sites; `mlp_hidden.0` and `attn.0` plant none, so they are absent (not scored)."""
+    if route not in ROUTES:
+        raise LTCError(f"unknown route {route!r}: use one of {ROUTES}")
+    return dict.fromkeys(RESIDUAL_SITES, SUBCIRCUITS if route == "subcircuit" else CHANNELS)
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,17 @@ from lth.layout import ReportFiles
 INSTANCE_HEADERS = ["instance", "family", "optimizer", "shape", "truths", "verdict", "sites", "right"]
 
 
+def _shape(e: dict) -> str:
+    """An instance's shape: an MLP world's layers, classes and rank, or a sequence world's sizes."""
+    if "vocab" in e:
+        return f"vocab {e['vocab']}, length {e['length']}, width {e['width']}"
+    return f"{e['d']}-{'-'.join(map(str, e['hidden']))}, {e['classes']} cl, rank {e['rank']}"
+
+
 def instance_rows(result: dict) -> list[list[str]]:
     rows = []
     for e in result["instances"]:
-        shape = f"{e['d']}-{'-'.join(map(str, e['hidden']))}, {e['classes']} cl, rank {e['rank']}"
+        shape = _shape(e)
         knobs = ", ".join(f"{k} {e[k]}" for k in ("busy", "unit_scale", "variant", "alpha", "narrow") if k in e)
         truths = ", ".join(f"{s}: {t}" for s, t in e["truths"].items()) or e["verdict_truth"] or "-"
         sites = ", ".join(f"{s}: {r}" for s, r in e["sites"].items())
