@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from experiments.data.planted import DISTILLED, MIXED_VARIANTS, WORLDS, Spec
+from experiments.data.planted import MIXED_VARIANTS, WORLDS, Spec
 from experiments.data.sequence_world import ROUTES, route_truths
 from lth.seeds import derive_seed
 
@@ -221,7 +221,3 @@ def draw_population(population_seed: int, families: list[str] | None = None, qui
         if i < len(alphas):
             instances.append(draw_instance("dial", 0, population_seed, alpha=alphas[i]))  # one world, moved
     return instances[:limit]
-
-
-def is_distilled(instance: Instance) -> bool:
-    return instance.family in DISTILLED
