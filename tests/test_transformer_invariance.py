@@ -10,6 +10,7 @@ previous-token lookup, only positions t >= 1 scored (labels -100 at t = 0)."""
 from __future__ import annotations
 
 import copy
+from collections import namedtuple
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from channels.units import permute_like, reparametrise, residual_layout
+from channels.verdict import localisation as localisation_test
 from channels.verdict.alignment import alignment
+from channels.verdict.base import NO_POWER, midpoint, read_sites
 from channels.verdict.causal import ablations, ticket_order
 from channels.verdict.coordinates import canonical_frame
 from channels.verdict.localisation import localisation
@@ -130,3 +133,25 @@ def test_a_rotation_of_the_residual_stream_changes_the_localisation_there():
         rho = {name: localisation(canonical_frame(model, x, site, scored=y != -100))["rho"]
                for name, model in (("planted", net), ("rotated", rotated))}
         assert rho["planted"] > 0.7 and rho["rotated"] < 0.3, (site, rho)
+
+
+OneRun = namedtuple("OneRun", "seed")  # what `read_sites` asks of a run: its init seed
+
+
+def test_a_site_too_narrow_for_its_channels_reads_no_power_and_says_why(trained):
+    """Two heads cannot localise channels: T2 at `attn.0` gives no value in the seed, and the site
+    reads `no power` with the numbers that failed (not the generic `inconclusive`); the residual
+    sites, with room, keep their rho and their rule's reading."""
+    net, x, y, mask = trained
+    scored = y != -100
+    per_site, result = {}, localisation_test.TEST.result()
+    for site in unit_sites(mask, x, net):
+        found = localisation(canonical_frame(net, x, site.name, site.unit_of(), scored=scored))
+        result.details.append({"run": "s0", "site": site.name, **found})
+        per_site[site.name] = {OneRun(seed=0): found["rho"]}
+    read_sites(result, per_site, midpoint, "", localisation_test.why_no_power)
+    heads = result.sites["attn.0"]
+    assert heads.reading == NO_POWER and not heads.units
+    assert heads.note.startswith("no power: 2 units leave too little room") and "k_eff" in heads.note
+    for name in ("resid_pre.0", "resid_post.0"):
+        assert result.sites[name].reading != NO_POWER and result.sites[name].units

@@ -38,7 +38,6 @@ from channels.verdict import figures
 from channels.verdict.base import (
     MIDPOINT,
     MIDPOINT_RULE,
-    NO_POWER,
     TestResult,
     TicketTest,
     midpoint,
@@ -170,22 +169,19 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
                               scored=source.scored(run_))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["score"]
-    read_sites(result, per_site, midpoint, "no unit sites (an input of features, or layers with a unit layout)")
-    for name, site in result.sites.items():
-        if not site.units:
-            site.reading, site.note = NO_POWER, _why_no_power([d for d in result.details if d["site"] == name])
-    return result
+    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or layers with a unit layout)",
+                      why_no_power)
 
 
-def _why_no_power(rows: list[dict]) -> str:
-    """The note of a site where no seed gave a score: which of the power conditions failed."""
+def why_no_power(rows: list[dict]) -> str:
+    """Which of the power conditions failed at a site where no seed gave a score."""
     iia = [r["iia_subspace"] for r in rows if np.isfinite(r["iia_subspace"])]
     if not iia:
-        return "no power: fewer than 20 held-out pairs with different predictions"
+        return "fewer than 20 held-out pairs with different predictions"
     if max(iia) < MIDPOINT:
-        return (f"no power: the learned subspace moves fewer than half the decisions in every seed "
+        return (f"the learned subspace moves fewer than half the decisions in every seed "
                 f"(interchange accuracy {min(iia):.2f}-{max(iia):.2f})")
-    return f"no power: the rotated units already do within {MIN_ROOM:g} of what the subspace does, or the subspace moves under half"
+    return f"the rotated units already do within {MIN_ROOM:g} of what the subspace does, or the subspace moves under half"
 
 
 TEST = TicketTest(

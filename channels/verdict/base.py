@@ -137,13 +137,18 @@ def summarise(per_run: dict[RunData, float], rule: Callable[[SiteResult, list[fl
     return result
 
 
-def read_sites(result: TestResult, per_site: dict[str, dict[RunData, float]], rule, missing: str) -> TestResult:
+def read_sites(result: TestResult, per_site: dict[str, dict[RunData, float]], rule, missing: str,
+               no_power: Callable[[list[dict]], str] | None = None) -> TestResult:
     """Each site's per-run values -> its `SiteResult` under `rule`; `missing` is the note when no
-    site had the data the test needs."""
+    site had the data the test needs. A site that was read in every run but scored in none reads
+    `no power`, with `no_power(its detail rows)` saying which of the test's conditions failed."""
     if not per_site:
         result.note = result.note or missing
     for site, values in per_site.items():
         result.sites[site] = summarise(values, rule)
+        rows = [d for d in result.details if d.get("site") == site]
+        if no_power is not None and rows and not result.sites[site].units:
+            result.sites[site].reading, result.sites[site].note = NO_POWER, f"no power: {no_power(rows)}"
     return result
 
 

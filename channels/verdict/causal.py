@@ -16,8 +16,8 @@ the centred coordinates' component in span(D), and
 1 when the ticket's units are where the channels are (a subcircuit the ticket found), 0 when they
 are no better than random units (the channels spread, or the ticket did not pick their units).
 Null: random units, subtracted at the same m and width. Rule (`midpoint`): subcircuits above
-1/2, channels below. Sites where the channels cost less than two points beyond random units have
-no power and are left out. Of the voting tests it is the one that reads the ticket itself.
+1/2, channels below. A seed whose channels cost less than two points beyond random units gives no
+value; a site with none reads `no power`, saying so. Of the voting tests it is the one that reads the ticket itself.
 
 Invariances: unit ablation and canonical directions are unchanged by positive per-unit rescaling
 and LayerNorm-gain folding; permutations permute the mask with the units, and ties and random
@@ -123,7 +123,16 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
             found = ablations(source.dense(run_), x, y, frame, ticket_order(frame, paths[site.name]))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["score"]
-    return read_sites(result, per_site, midpoint, "needs a pruned level and unit sites (features in, layers with a unit layout)")
+    return read_sites(result, per_site, midpoint, "needs a pruned level and unit sites (features in, layers with a unit layout)",
+                      why_no_power)
+
+
+def why_no_power(rows: list[dict]) -> str:
+    """Every seed's channels cost less than EQUIVALENCE_MARGIN beyond as many random units."""
+    room = [r["drop_channels"] - r["drop_random_units"] for r in rows]
+    return (f"ablating the top channels costs less than {100 * EQUIVALENCE_MARGIN:.0f} points beyond as many random "
+            f"units in every seed ({100 * min(room):+.0f} to {100 * max(room):+.0f} points; m = "
+            f"{min(r['m'] for r in rows)}-{max(r['m'] for r in rows)} of {rows[0]['units']} units)")
 
 
 TEST = TicketTest(

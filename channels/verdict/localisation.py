@@ -16,7 +16,8 @@ channel spectrum on rotated units), n_null the geometric mean over `NULL_DRAWS` 
 
 0 when the channels spread over the units as they would over rotated units, 1 when k_eff channels
 sit on k_eff units. Rule (`midpoint`): subcircuits when the 95% interval lies above 1/2, channels
-below. Sites with too little room (n_null < 1.5 k_eff) are left out. At the input, a subcircuit
+below. A seed whose site leaves too little room (n_null < 1.5 k_eff: e.g. 4 heads for 5 channels) gives
+no value; a site with none reads `no power`, saying so. At the input, a subcircuit
 reading is feature selection: the function reads about n_units of the input coordinates.
 
 Invariances: exactly unchanged by positive per-unit rescaling of ReLU units and by LayerNorm gains
@@ -66,7 +67,15 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
             found = localisation(source.frame(run_, site))
             result.details.append({"run": run_.name, "site": site.name, **found})
             per_site.setdefault(site.name, {})[run_] = found["rho"]
-    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or layers with a unit layout)")
+    return read_sites(result, per_site, midpoint, "no unit sites (an input of features, or layers with a unit layout)",
+                      why_no_power)
+
+
+def why_no_power(rows: list[dict]) -> str:
+    """Every seed's site had too little room: rotated units spread the channels over under MIN_ROOM x k_eff."""
+    return (f"{rows[0]['units']} units leave too little room for the channels in every seed (n_null "
+            f"{min(r['n_null'] for r in rows):.1f}-{max(r['n_null'] for r in rows):.1f} < {MIN_ROOM:g} x k_eff, "
+            f"k_eff {min(r['k_eff'] for r in rows):.1f}-{max(r['k_eff'] for r in rows):.1f})")
 
 
 TEST = TicketTest(
