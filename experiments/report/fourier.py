@@ -71,7 +71,8 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
         power = [r[f"power_on_{DENSE}_keys"] for r in mine]
         out.append({"network": network, "runs": len(mine),
                     "accuracy": float(np.mean([r["accuracy"] for r in mine])),
-                    "power_on_dense_keys": float(np.mean(power)), "interval": list(t_interval(power)),
+                    "power_on_dense_keys": float(np.mean(power)),
+                    "interval": [float(np.clip(bound, 0, 1)) for bound in t_interval(power)],  # a share
                     "keeps_dense_keys": [r[f"keeps_{DENSE}_keys"] for r in mine],
                     "clustered": sum(bool(r["clustered"]) for r in mine),
                     "neuron_pure_share": float(np.nanmean([r["neuron_pure_share"] for r in mine]))})
@@ -83,7 +84,7 @@ def fourier_reading(runs: Sequence[RunData], files: ReportFiles) -> tuple[dict |
     per run and network (`channels.fourier.compare` against the run's dense network), the summary
     over runs, and the first run's figure."""
     rows, first = [], None
-    for run in runs:
+    for run in sorted(runs, key=lambda r: (r.seed, r.data_order_seed)):
         readings = run_readings(run)
         if readings:
             first = first or readings
@@ -95,8 +96,8 @@ def fourier_reading(runs: Sequence[RunData], files: ReportFiles) -> tuple[dict |
     return found, Figure(FIGURE, path, CAPTION)
 
 
-SUMMARY_HEADERS = ["network", "runs", "accuracy", "embedding power on the dense keys: mean [95% CI]",
-                   "dense keys kept (each run)", "neurons cluster by frequency", "pure neurons"]
+SUMMARY_HEADERS = ["network", "runs", "accuracy (all pairs)", "power on dense keys [95% CI]", "dense keys kept",
+                   "neurons clustered", "pure neurons"]
 RUN_HEADERS = ["run", "network", "accuracy", "key frequencies", "channel frequencies", "pure neurons"]
 
 
@@ -115,10 +116,13 @@ def fourier_section(found: dict, figures: Sequence[Figure]) -> Section:
     per_run = [[r["run"], r["network"], f"{r['accuracy']:.3f}", ", ".join(map(str, r["key_frequencies"])),
                 ", ".join(map(str, r["channel_frequencies"])), f"{r['neuron_pure_share']:.2f}"] for r in found["rows"]]
     return Section(f"Fourier reading (a + b mod {found['p']})", [
-        "The known answer on modular addition (Nanda et al. 2023): a network that has learned it embeds the "
-        "numbers as a few waves, its key frequencies (power above 4x the median frequency's). A key frequency is "
-        "a channel (dense in the token basis); MLP neurons tuned to one frequency are units of it.",
+        ("The known answer on modular addition (Nanda et al. 2023): a network that has learned it embeds the "
+         "numbers as a few waves, its key frequencies (power above 4x the median frequency's). A key frequency is "
+         "a channel (dense in the token basis); MLP neurons tuned to one frequency are units of it."),
         f"Key frequencies of the dense networks: {keys}."],
-        tables=[Table("per network over runs (the ticket and controls at the sparsest level)", SUMMARY_HEADERS,
+        tables=[Table("per network over runs (the ticket and controls at the sparsest level; power: the share of "
+                      "the embedding's power on the run's dense keys; kept: of those keys, how many are the "
+                      "network's own; clustered: runs whose active neurons are mostly pure and on key frequencies)",
+                      SUMMARY_HEADERS,
                       summary), Table("per run", RUN_HEADERS, per_run, console_columns=[])],
         figures=[f for f in figures if f.name == found["figure"]], console=True)
