@@ -1,10 +1,9 @@
 """Planted worlds: their truth holds by construction, the population is drawn as stated, tiny
 worlds trained with real IMP move the tests the right way, and (slow) `ltc calibrate --quick`
-reads every family right within its time."""
+reads every family right."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,12 @@ from channels.verdict.networks import reader
 from channels.verdict.rundata import load_run
 from experiments.cli import main
 from experiments.data.planted import INPUT, RELU_MEAN, WORLDS, PlantedDataModule
-from experiments.data.population import DEFAULT_POPULATION_SEED, RANGES, draw_instance, draw_population
+from experiments.data.population import (
+    DEFAULT_POPULATION_SEED,
+    RANGES,
+    draw_instance,
+    draw_population,
+)
 from experiments.report.networks import RunNetworks
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "planted" / "population.yaml"
@@ -178,12 +182,11 @@ def test_localisation_at_the_input_moves_the_right_way(tiny_input_worlds):
 
 
 @pytest.mark.slow
-def test_calibrate_quick_reads_every_family_right_within_twelve_minutes(tmp_path):
-    """`ltc calibrate --quick`: one instance of every family and the dial's ends, 5 seeds each."""
+def test_calibrate_quick_reads_every_family_right(tmp_path):
+    """`ltc calibrate --quick`: one instance of every default family and the dial's ends, 5 seeds
+    each (its time is measured and stated in docs/calibration.md, not asserted)."""
     out = tmp_path / "calibration"
-    started = time.perf_counter()
     assert main(["calibrate", "--quick", "true", "--out", str(out), "--wandb.mode", "offline"]) == 0
-    assert time.perf_counter() - started < 12 * 60
     result = json.loads((out / "report" / "calibration.json").read_text())
     assert len({e["family"] for e in result["instances"]}) == 8
     assert all(not e["provisional"] and e["seeds"] == 5 for e in result["instances"])
