@@ -58,7 +58,7 @@ def test_the_registry_finds_every_branch_file():
     files = {p.stem for p in (ROOT / "lth" / "branches").glob("*.py") if p.stem not in ("__init__", "base")
              and not p.stem.startswith("_")}
     assert set(BRANCHES) == files
-    assert set(CONTROLS) == {"random_reinit", "random_prune", "shuffle"}
+    assert set(CONTROLS) == {"random_reinit", "random_prune", "random_prune_module", "shuffle"}
     assert [BRANCHES[b].is_line for b in ("rotated", "shuffle")] == [True, False]
     assert style("ticket").linestyle == "-" and style("not a branch").marker == "x"
 
