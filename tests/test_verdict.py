@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from channels.units import mlp_unit_layout, permute_units, weight_matching
 from channels.verdict import alignment, causal
 from channels.verdict import ticket as ticket_test
 from channels.verdict.base import (
@@ -32,7 +33,6 @@ from channels.verdict.localisation import localisation
 from channels.verdict.rundata import RunData, Trained
 from channels.verdict.stats import hypergeometric_overlap, t_interval, tost_equivalent
 from channels.verdict.unit_sites import ticket_paths, unit_sites
-from channels.units import mlp_unit_layout, permute_units, weight_matching
 from experiments.models.mlp import MLP
 
 
@@ -152,6 +152,21 @@ def test_causal_ablation_moves_the_right_way(tiny_worlds, truth):
     assert found["m"] == (2 if truth == SUBCIRCUITS else 8)  # the units the channels occupy (a quarter at most)
     assert found["drop_channels"] > 0.4  # the channels carry the decision in both worlds
     assert (found["score"] > 0.9) if truth == SUBCIRCUITS else (abs(found["score"]) < 0.2), found
+
+
+@pytest.mark.parametrize("truth", [SUBCIRCUITS, CHANNELS])
+def test_a_ticket_that_keeps_other_units_is_no_vote_for_channels_where_units_carry_the_channels(tiny_worlds, truth):
+    """A ticket keeping everything but the channels' units scores low in both worlds; where two units
+    carry the channels (special against rotated copies) that is a ticket that missed a subcircuit,
+    no value; where the channels spread it stays a value, read as channels."""
+    nets, x, y, units = tiny_worlds
+    net, frame = _frames(nets, x)[truth]
+    order = causal.ticket_order(frame, np.argsort(units[truth]).astype(float))  # `units` kept last
+    found = causal.ablations(net, x.double(), y, frame, order)
+    if truth == SUBCIRCUITS:
+        assert found["own_units"] > 0.9 and found["own_units_special"] > 0.5 and math.isnan(found["score"]), found
+    else:
+        assert found["own_units_special"] < 0.5 and abs(found["score"]) < 0.2, found
 
 
 @pytest.mark.parametrize("truth", [SUBCIRCUITS, CHANNELS])

@@ -204,13 +204,17 @@ def channels(frame: Frame, top: int = 8) -> Channels:
     return Channels(directions, weights)
 
 
-def unit_spread(frame: Frame, found: Channels) -> float:
-    """n_units = 1 / sum_u l_u^2 with l_u = sum_i w_i sum_{j in u} d_ij^2: over how many units the
-    channels' signal spreads (1 when one unit carries everything, the unit count when all share)."""
+def unit_loading(frame: Frame, found: Channels) -> Tensor:
+    """l_u = sum_i w_i sum_{j in u} d_ij^2 / sum over units: each unit's share of the channels' signal."""
     per_coord = (found.directions**2) @ found.weights
     share = torch.zeros(frame.unit_count, dtype=per_coord.dtype).index_add_(0, frame.units, per_coord)
-    share = share / share.sum()
-    return float(1.0 / (share**2).sum())
+    return share / share.sum()
+
+
+def unit_spread(frame: Frame, found: Channels) -> float:
+    """n_units = 1 / sum_u l_u^2 (`unit_loading`): over how many units the channels' signal spreads
+    (1 when one unit carries everything, the unit count when all share)."""
+    return float(1.0 / (unit_loading(frame, found) ** 2).sum())
 
 
 def intervene(net: nn.Module, x, frame: Frame, edit: Callable[[Tensor], Tensor]):
