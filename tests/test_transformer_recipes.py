@@ -10,6 +10,7 @@ import yaml
 
 from channels.verdict.rundata import load_run
 from experiments.cli import main
+from experiments.report import networks
 from experiments.report.document import Document, render_markdown
 from experiments.report.fourier import fourier_reading, fourier_section
 from lth.layout import ReportFiles
@@ -80,7 +81,8 @@ def test_the_report_reads_the_fourier_answer_of_every_modadd_run(tmp_path):
 
 @pytest.mark.slow
 def test_the_text_seeds_recipe_parses_with_every_site_it_names(tmp_path):
-    cfg = yaml.safe_load(open("configs/tinygpt_seeds.yaml"))
+    with open("configs/tinygpt_seeds.yaml") as file:
+        cfg = yaml.safe_load(file)
     assert len(cfg["seeds"]) >= 5 and (1 - cfg["imp"]["prune_fraction"]) ** cfg["imp"]["levels"] <= 0.15
     assert {"resid_pre.0", "mlp_hidden.1", "attn.1"} <= set(cfg["spectra"]["sites"])
     args = ["seeds", "--config", "configs/tinygpt_seeds.yaml", "--seeds", "[0]", "--workers", "1", "--report", "false",
@@ -93,7 +95,7 @@ def test_the_text_seeds_recipe_parses_with_every_site_it_names(tmp_path):
 
 
 @pytest.mark.parametrize("route", ["subcircuit", "channel"])
-def test_the_planted_sequence_recipes_run(tmp_path, route):
+def test_the_planted_sequence_recipes_run(tmp_path, route, monkeypatch):
     run = tmp_path / route
     args = ["imp", "--config", f"configs/planted/sequence_{route}.yaml", "--run_dir", str(run),
             "--data.init_args.num_train", "64", "--data.init_args.num_val", "16", "--data.init_args.num_test", "16",
@@ -101,3 +103,8 @@ def test_the_planted_sequence_recipes_run(tmp_path, route):
     assert main(args) == 0
     assert (run / "branches" / "basis_rotated" / "level_01" / "DONE").is_file()
     assert 0 < _test_metrics(run / "level_01")["test/chance"] < 0.5
+    # the tests that run the network read whole sequences, at most EVALUATION_ROWS label positions
+    monkeypatch.setattr(networks, "EVALUATION_ROWS", 20)
+    loaded = load_run(run)
+    x, y = networks.RunNetworks.for_runs([loaded]).evaluation_set(loaded)
+    assert y.dim() == 2 and len(x) == len(y) == 20 // y.shape[1] and x.shape[1] == y.shape[1]

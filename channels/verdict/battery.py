@@ -17,7 +17,8 @@ Every rule here is generated from `TESTS` (`verdict_rule`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -75,10 +76,18 @@ def verdict_rule() -> str:
             "inconclusive verdict.")
 
 
-def run_battery(runs: Sequence[RunData], networks=None) -> list[TestResult]:
-    """Every test of `TESTS` on the same runs, in order (the dense networks read once for all)."""
+def run_battery(runs: Sequence[RunData], networks=None,
+                progress: Callable[[TicketTest, float], None] | None = None) -> list[TestResult]:
+    """Every test of `TESTS` on the same runs, in order (the dense networks read once for all);
+    `progress(test, seconds)` after each."""
     source = reader(networks)
-    return [test.run(runs, source) for test in TESTS]
+    results = []
+    for test in TESTS:
+        started = time.perf_counter()
+        results.append(test.run(runs, source))
+        if progress is not None:
+            progress(test, time.perf_counter() - started)
+    return results
 
 
 def _site_reading(readings: dict[str, str]) -> str:

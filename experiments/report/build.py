@@ -18,7 +18,7 @@ from experiments.report.networks import RunNetworks, run_configs
 from experiments.report.reproduction import comparison
 from experiments.report.verdict import verdict_document
 from experiments.report.wandb_summary import log_summary_run
-from experiments.runtime import limit_cpu_threads
+from experiments.runtime import console, limit_cpu_threads
 from experiments.settings import WandbConfig
 from lth import rundir
 from lth.errors import LTCError
@@ -35,6 +35,11 @@ def experiment_ids(configs: dict[RunData, object | None]) -> list[str]:
 def group_id(experiment: str, run_ids: list[str]) -> str:
     """The W&B group of a report: the run's experiment id, or one id for a set of runs."""
     return run_ids[0] if len(run_ids) == 1 else f"{experiment}-seeds-{config_hash(sorted(run_ids))}"
+
+
+def _announce(test, seconds: float) -> None:
+    """One line per test read: long reports (transformer sites) show where they are."""
+    console.print(f"report: {test.key} {test.title} read in {seconds:.0f} s")
 
 
 def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
@@ -77,7 +82,7 @@ def build_report(run_dirs: list[Path], out: Path | None = None, wandb_mode: str 
     started = time.perf_counter()
     parser = imp_parser()
     configs = run_configs(runs, parser)
-    results = run_battery(runs, RunNetworks.for_runs(runs, configs, parser))
+    results = run_battery(runs, RunNetworks.for_runs(runs, configs, parser), progress=_announce)
     result = verdict(results)
     result["calibration"] = latest_calibration(calibration)
     ids = experiment_ids(configs)

@@ -12,7 +12,9 @@ from channels.verdict.rundata import RunData
 from experiments.config import imp_parser, instantiate, load_run_config
 from lth.errors import LTCError
 
-EVALUATION_SIZE = 2000
+EVALUATION_SIZE = 2000    # held-out examples the tests read ...
+EVALUATION_ROWS = 8192    # ... and at most this many activation rows (a sequence gives one per position):
+                          # every frame holds rows x width x probes sensitivities in float64
 
 
 def run_configs(runs: Sequence[RunData], parser: ArgumentParser) -> dict[RunData, Namespace | None]:
@@ -55,7 +57,8 @@ class RunNetworks:
 
     def evaluation_set(self, run: RunData) -> tuple[torch.Tensor, torch.Tensor]:
         """The validation split's inputs of the network and labels aligned with its outputs (the
-        task's `evaluation_pair`: a language model's labels shifted, -100 where not scored)."""
+        task's `evaluation_pair`: a language model's labels shifted, -100 where not scored); at most
+        EVALUATION_SIZE examples and EVALUATION_ROWS label positions (64-token contexts: 128)."""
         if id(run) not in self.data:
             built = self._built(run)
             task, datamodule = built.model, built.data
@@ -72,4 +75,8 @@ class RunNetworks:
                     if seen >= EVALUATION_SIZE:
                         break
                 self.data[id(run)] = (torch.cat(xs)[:EVALUATION_SIZE], torch.cat(ys)[:EVALUATION_SIZE])
+            x, y = self.data[id(run)]
+            rows_per_example = y[0].numel() if y.dim() > 1 else 1
+            keep = max(1, min(len(x), EVALUATION_ROWS // rows_per_example))
+            self.data[id(run)] = (x[:keep], y[:keep])
         return self.data[id(run)]
