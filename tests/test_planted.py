@@ -12,6 +12,7 @@ import pytest
 from channels.verdict import basis, localisation
 from channels.verdict.base import CHANNELS, MIXED, NO_TICKET, SUBCIRCUITS
 from channels.verdict.calibration import calibration, instance_entry
+from channels.verdict.dial import dial_summary
 from channels.verdict.learned import NOTHING_LEARNED
 from channels.verdict.networks import reader
 from channels.verdict.rundata import load_run
@@ -206,3 +207,20 @@ def test_a_reading_is_reused_only_while_its_runs_and_instance_stand(tmp_path):
     assert reading_key(draw_instance("input_channel", 1, 1), [run]) != key
     metrics.write_text('{"test/acc": 0.5}')
     assert reading_key(instance, [run]) != key
+
+
+def test_the_dial_names_a_reversal_only_where_the_seeds_intervals_part():
+    """A rise of 0.07 inside overlapping intervals is not monotone by SLACK but is no reversal; a
+    rise of 0.5 between disjoint intervals is one; only the planted sites decide the summary."""
+    def entry(alpha, effect, ci, truths):
+        return {"family": "dial", "alpha": alpha, "verdict": "-", "truths": truths,
+                "tests": {"T2": {"sites": {"act.0": {"effect": effect, "ci": ci}}}}}
+    ends = ({"act.0": SUBCIRCUITS}, {"act.0": CHANNELS})
+    wobble = dial_summary([entry(0.0, 0.8, [0.7, 0.9], ends[0]), entry(0.5, -0.28, [-0.4, -0.1], {}),
+                           entry(1.0, -0.21, [-0.3, -0.1], ends[1])])
+    found = wobble["statistics"]["T2 act.0"]
+    assert found["planted"] and not found["monotone"] and found["reversals"] == []
+    assert wobble["planted_without_reversal"] and not wobble["monotone"]
+    rise = dial_summary([entry(0.0, 0.8, [0.7, 0.9], ends[0]), entry(0.5, -0.3, [-0.35, -0.25], {}),
+                         entry(1.0, 0.2, [0.1, 0.3], ends[1])])
+    assert rise["statistics"]["T2 act.0"]["reversals"] == [[0.5, 1.0]] and not rise["planted_without_reversal"]

@@ -52,7 +52,8 @@ def instance_entry(name: str, describe: dict, truths: dict[str, str], verdict_tr
     """One instance's line of calibration.json, from its verdict dict (`battery.verdict`)."""
     sites = {site: s["reading"] for site, s in result["sites"].items()}
     tests = {key: {"reading": t["reading"], "provisional": t["provisional"],
-                   "sites": {site: {"reading": s["reading"], "effect": s["effect"]} for site, s in t["sites"].items()}}
+                   "sites": {site: {"reading": s["reading"], "effect": s["effect"], "ci": s["ci"]}
+                             for site, s in t["sites"].items()}}
              for key, t in result["tests"].items()}
     seeds = max((len(s["units"]) for t in result["tests"].values() for s in t["sites"].values()), default=0)
     scored = bool(truths) or verdict_truth in PRECONDITION_VERDICTS

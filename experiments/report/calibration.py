@@ -70,7 +70,11 @@ def calibration_document(result: dict, figures: list[Figure]) -> Document:
     if dial:
         bullets.append("dial: verdicts " + ", ".join(f"{a}: {v}" for a, v in zip(dial["alphas"], dial["verdicts"]))
                        + "; every voting statistic monotone: " + ("yes" if dial["monotone"] else "no ("
-                       + ", ".join(k for k, s in dial["statistics"].items() if not s["monotone"]) + ")"))
+                       + ", ".join(k for k, s in dial["statistics"].items() if not s["monotone"]) + ")")
+                       + "; at the planted sites no reversal beyond the seeds' intervals: "
+                       + ("yes" if dial.get("planted_without_reversal") else "no (" + ", ".join(
+                           f"{k} {a0}->{a1}" for k, s in dial["statistics"].items() if s["planted"]
+                           for a0, a1 in s["reversals"]) + ")"))
     summary = Section("Calibration", [calibration_paragraph(result)], bullets=bullets,
                       tables=[confusion_table(result["confusion"]["verdict"], "verdict: truth x reading", console=True),
                               confusion_table(result["confusion"]["sites"], "planted sites: truth x reading",
