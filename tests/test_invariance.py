@@ -71,7 +71,9 @@ def _statistics(net, x, y, mask) -> dict[str, float]:
         frame = canonical_frame(net, x, site.name)
         found[f"T2 {site.name}"] = localisation(frame)["rho"]
         order = ticket_order(frame, paths[site.name])
-        found[f"T3 {site.name}"] = ablations(net, x, y, frame, order)["score"]
+        t3 = ablations(net, x, y, frame, order)
+        found[f"T3 {site.name}"] = t3["score"]
+        found[f"T3 own units {site.name}"] = t3["own_units_special"]  # the check of a low score (nan above 1/2)
         found[f"T4 {site.name}"] = alignment(net, x, frame)["score"]
     return found
 
@@ -110,7 +112,7 @@ def test_every_voting_statistic_is_unchanged_by_rescaling_and_permuting_units(tr
     net, x, y, mask = trained
     twin, twin_mask = _rescaled_and_permuted(net, mask)
     before, after = _statistics(net, x, y, mask), _statistics(twin, x, y, twin_mask)
-    assert set(before) == {f"T{t} {s}" for t in (2, 3, 4) for s in ("input", "act.0", "act.1")}
+    assert set(before) == {f"T{t} {s}" for t in (2, 3, 4, "3 own units") for s in ("input", "act.0", "act.1")}
     finite = [k for k in before if np.isfinite(before[k])]
     assert len(finite) >= 6  # most statistics have power on this network
     for key in before:

@@ -123,13 +123,6 @@ def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 
         return float(np.mean([drop(in_frame, unit_ablation(in_frame, rng.choice(in_frame.unit_count, m, replace=False)))
                               for _ in range(RANDOM_DRAWS)]))
 
-    def own_units(in_frame: Frame, in_found: Channels, random: float) -> float:
-        """(drop(the m units holding most of the channels) - drop(m random units)) / (drop(D) - the
-        same), in `in_frame`'s units (the channels, a subspace, cost the same in every frame)."""
-        loading = unit_loading(in_frame, in_found).numpy()
-        own = np.lexsort((np.arange(len(loading)), -loading))[:m]
-        return (drop(in_frame, unit_ablation(in_frame, own)) - random) / max(drop_channels - random, EQUIVALENCE_MARGIN)
-
     rng = np.random.default_rng(seed)
     drop_units = drop(frame, unit_ablation(frame, ticket_units[:m]))
     drop_random = random_drop(frame, rng)
@@ -143,6 +136,14 @@ def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 
     row["score"] = (drop_units - drop_random) / room
     if row["score"] >= MIDPOINT:
         return row
+
+    def own_units(in_frame: Frame, in_found: Channels, random: float) -> float:
+        """(drop(the m units holding most of the channels) - drop(m random units)) / (drop(D) - the
+        same), in `in_frame`'s units (the channels, a subspace, cost the same in every frame)."""
+        loading = unit_loading(in_frame, in_found).numpy()
+        own = np.lexsort((np.arange(len(loading)), -loading))[:m]
+        return (drop(in_frame, unit_ablation(in_frame, own)) - random) / max(drop_channels - random, EQUIVALENCE_MARGIN)
+
     row["own_units"] = own_units(frame, found, drop_random)
     nulls = []
     for draw in range(NULL_ROTATIONS):
