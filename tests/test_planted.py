@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from channels.verdict import basis, localisation
-from channels.verdict.base import CHANNELS, MIXED, NO_TICKET, SUBCIRCUITS
+from channels.verdict.base import CHANNELS, MIXED, NO_POWER, NO_TICKET, SUBCIRCUITS
 from channels.verdict.calibration import calibration, instance_entry
 from channels.verdict.dial import dial_summary
 from channels.verdict.learned import NOTHING_LEARNED
@@ -164,16 +164,34 @@ def tiny_input_worlds(tmp_path_factory):
     runs = {}
     for world in ("input_subcircuit", "input_channel"):
         runs[world] = root / world
-        shape = [f"--data.init_args.world={world}", "--data.init_args.in_features=40",
-                 "--model.init_args.net.init_args.in_features=40", "--model.init_args.net.init_args.hidden=[64]"]
-        assert main(["imp", "--config", str(RECIPE), "--run_dir", str(runs[world]), *shape, *TINY]) == 0
+        assert main(["imp", "--config", str(RECIPE), "--run_dir", str(runs[world]), *_shape(world), *TINY]) == 0
     return {w: load_run(d) for w, d in runs.items()}
+
+
+def _shape(world: str) -> list[str]:
+    return [f"--data.init_args.world={world}", "--data.init_args.in_features=40",
+            "--model.init_args.net.init_args.in_features=40", "--model.init_args.net.init_args.hidden=[64]"]
 
 
 def test_basis_test_reads_a_privileged_input_basis_only_where_it_is(tiny_input_worlds):
     gaps = {w: basis.run([run], reader(RunNetworks.for_runs([run]))).sites["input"] for w, run in tiny_input_worlds.items()}
     assert gaps["input_subcircuit"].effect > gaps["input_channel"].effect + 0.02, gaps
     assert gaps["input_subcircuit"].reading == SUBCIRCUITS and gaps["input_subcircuit"].provisional
+
+
+def test_the_basis_tests_power_arm_says_whether_a_mask_could_have_failed(tiny_input_worlds, tmp_path):
+    """T1's equivalence means something only where a random mask retrained the same way falls below
+    the identity arm. At 14% of the weights the subcircuit world's identity arm beats its random
+    arm; at 80% (one level at 20%) the channel world's random mask retrains as well as the identity
+    arm, so the arms' equivalence there reads `no power`, not channels."""
+    sparse = basis.run([tiny_input_worlds["input_subcircuit"]], None)
+    assert sparse.details[0]["headroom"] >= 0.01, sparse.details
+    mild = tmp_path / "mild"
+    assert main(["imp", "--config", str(RECIPE), "--run_dir", str(mild), *_shape("input_channel"), *TINY,
+                 "--imp.levels", "1", "--imp.prune_fraction", "0.2"]) == 0
+    found = basis.run([load_run(mild)], None)
+    assert abs(found.details[0]["headroom"]) < 0.01 and abs(found.details[0]["sgd_gap"]) < 0.02, found.details
+    assert found.sites["input"].reading == NO_POWER and "random mask" in found.sites["input"].note
 
 
 def test_localisation_at_the_input_moves_the_right_way(tiny_input_worlds):

@@ -41,7 +41,8 @@ def test_the_modadd_seeds_recipe_runs_with_its_branches_and_is_read_by_fourier(t
     assert main(args) == 0
     run = root / "seed_0"
     for job in ["level_00", "level_01", *(f"branches/{b}/level_01" for b in
-                ("random_reinit", "random_prune", "shuffle", "basis_identity_sgd", "basis_rotated_sgd"))]:
+                ("random_reinit", "random_prune", "shuffle", "basis_identity_sgd", "basis_rotated_sgd",
+                 "basis_random_sgd"))]:
         metrics = _test_metrics(run / job)
         assert 0 < metrics["test/chance"] <= 1 and "test/acc" in metrics, job
     # chance: the most frequent answer among the test pairs

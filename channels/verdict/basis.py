@@ -16,6 +16,13 @@ only when the recipe itself trains with SGD. Rule (`claim_or_equivalence`) on th
 subcircuits when credibly positive and >= 1 point, channels when TOST puts it within 2 points.
 Two arms that both failed to learn are "equivalent" for no reason: when an arm of some seed is not
 at least one point above chance (`learned.chance`), the site reads `no power` and does not vote.
+Nor are two arms that any mask would match: the power arm `basis_random_sgd` (`basis_random` beside
+the recipe's pair: a random mask at the same counts, retrained the same way) gives the headroom
+identity - random per seed, and the equivalence is read only when the headroom is credibly positive
+and >= 1 point (the claim rule):
+otherwise no mask could have failed at this sparsity (a dense channel that a random mask keeps, or
+every arm at the ceiling), and the site reads `no power`. A positive gap needs no such check: it
+shows a mask that failed. Runs without the power arm keep their equivalence, noted as unchecked.
 The test speaks for the site the basis change acts on: `input`, or for a transformer every
 residual site the other tests read (`resid_pre.l` and the last `resid_post`: one rotation Q acts
 on the whole stream), so that its reading and theirs meet at the same site names.
@@ -35,10 +42,13 @@ from channels.verdict.base import (
     CHANNELS,
     NO_POWER,
     SUBCIRCUITS,
+    TICKET,
     TestResult,
     TicketTest,
+    bounds,
     claim_or_equivalence,
     read_sites,
+    summarise,
 )
 from channels.verdict.learned import chance
 from channels.verdict.networks import reader
@@ -48,6 +58,7 @@ from channels.verdict.unit_sites import INPUT
 
 RESIDUAL_STREAM = "residual stream"
 PAIRS = {"sgd": ("basis_identity_sgd", "basis_rotated_sgd"), "recipe": ("basis_identity", "basis_rotated")}
+POWER_ARMS = {"sgd": "basis_random_sgd", "recipe": "basis_random"}  # each retrained like its pair
 
 
 def line_optimizer(run: RunData) -> str:
@@ -74,25 +85,55 @@ def _arms(run: RunData, pair: tuple[str, str]) -> tuple[int, float, float] | Non
     return level, identity, rotated
 
 
+def _power_arm(run: RunData, arms: str, level: int) -> float | None:
+    """The accuracy at `level` of the random-mask arm retrained like the pair `arms`, None where it did not run."""
+    line = run.line(POWER_ARMS[arms])
+    return line[level].test_metric(METRIC) if level in line else None
+
+
+def _check_power(result: TestResult, headroom: dict[str, dict[RunData, float]], checked: bool) -> None:
+    """An equivalence stands only where the identity arm credibly beats a random mask by >= 1 point."""
+    for site, found in result.sites.items():
+        if found.reading != CHANNELS:
+            continue
+        if not checked:
+            found.note = (found.note + "; " if found.note else "") + (
+                f"power unchecked: add {' or '.join(POWER_ARMS.values())} to the branches")
+            continue
+        room = summarise(headroom.get(site, {}), claim_or_equivalence(TICKET, NO_POWER))
+        if room.reading != TICKET:
+            found.reading = NO_POWER
+            found.note = (f"a random mask retrains within {room.effect:+.1%} [{bounds(room)[0]:+.1%}, "
+                          f"{bounds(room)[1]:+.1%}] of the identity arm: no mask could have failed here, so the "
+                          "arms' equivalence says nothing about the basis")
+
+
 def run(runs: Sequence[RunData], networks=None) -> TestResult:
     result = TEST.result()
     networks = reader(networks)
     per_site: dict[str, dict[RunData, float]] = {}
     unpowered: dict[str, list[str]] = {}
+    headroom: dict[str, dict[RunData, float]] = {}
     for run_ in runs:
         sgd = _arms(run_, PAIRS["sgd"])
         recipe = _arms(run_, PAIRS["recipe"])
-        clean = sgd if sgd is not None else recipe if line_optimizer(run_) == "sgd" else None
+        arms = "sgd" if sgd is not None else "recipe" if line_optimizer(run_) == "sgd" else None
+        clean = {"sgd": sgd, "recipe": recipe, None: None}[arms]
         row = {"run": run_.name, "optimizer": line_optimizer(run_), "chance": chance(run_, networks)}
         if sgd is not None:
             row.update(level=sgd[0], sgd_identity=sgd[1], sgd_rotated=sgd[2], sgd_gap=sgd[1] - sgd[2])
         if recipe is not None:
             row.update(level=recipe[0], recipe_gap=recipe[1] - recipe[2])
+        random_arm = _power_arm(run_, arms, clean[0]) if clean is not None else None
+        if random_arm is not None:
+            row.update(random_arm=random_arm, headroom=clean[1] - random_arm)
         if sgd is not None or recipe is not None:
             result.details.append(row)
         if clean is not None:
             for site in sites_of(run_, networks):
                 per_site.setdefault(site, {})[run_] = clean[1] - clean[2]
+                if "headroom" in row:
+                    headroom.setdefault(site, {})[run_] = row["headroom"]
                 if not min(clean[1:]) >= row["chance"] + ACC_MARGIN:  # nan chance: power unknown, read as none
                     unpowered.setdefault(site, []).append(run_.name)
     if not result.details:
@@ -101,6 +142,7 @@ def run(runs: Sequence[RunData], networks=None) -> TestResult:
     read_sites(result, per_site, claim_or_equivalence(SUBCIRCUITS, CHANNELS),
                "only the recipe's optimiser (not SGD) ran the basis branches: an optimiser-made basis "
                "cannot be told apart; add basis_identity_sgd and basis_rotated_sgd")
+    _check_power(result, headroom, checked=any("headroom" in row for row in result.details))
     for site, names in unpowered.items():
         found = result.sites[site]
         found.reading = NO_POWER
@@ -114,6 +156,8 @@ TEST = TicketTest(
     "test acc of the one-shot ticket in the original basis - in a random rotated basis (SGD retraining)",
     "0: the basis does not matter to magnitude pruning",
     "subcircuits if the 95% interval is above 0 and the gap >= 1 point; channels if TOST puts it within "
-    "+-2 points; no power when an arm is not 1 point above chance; else inconclusive (read only under SGD)",
+    "+-2 points and the identity arm credibly beats a random mask (basis_random_sgd) by >= 1 point; no power "
+    "when it does not, or when an arm is not 1 point above chance; else inconclusive (read only under SGD)",
     votes=True, run=run, figure=figures.accuracy_gap,
-    columns=("run", "optimizer", "level", "chance", "sgd_identity", "sgd_rotated", "sgd_gap", "recipe_gap"))
+    columns=("run", "optimizer", "level", "chance", "sgd_identity", "sgd_rotated", "sgd_gap", "random_arm", "headroom",
+             "recipe_gap"))
