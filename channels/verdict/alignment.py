@@ -6,7 +6,8 @@ interchange at a site writes the source's canonical coordinates into the base's 
 u_base <- u_base + P (u_source - u_base); it succeeds when the network then predicts what it
 predicts for the source. The interchange accuracies (IIA, on held-out pairs: half fit, half score)
 of the best m units (greedy forward selection among the `POOL` units of largest canonical
-variance) and of a learned k-dimensional subspace (P = V V^T, V orthonormal, trained on the
+variance; a sequence model's pairs hold at most `PAIR_POSITIONS` scored positions and its search
+adds several units a round where one per round would not fit `SEARCH_POSITIONS`) and of a learned k-dimensional subspace (P = V V^T, V orthonormal, trained on the
 intervened cross-entropy) give ratio = IIA(units) / IIA(subspace); k channels occupying m units
 as in T3.
 
@@ -49,6 +50,8 @@ from channels.verdict.networks import unit_reader
 from channels.verdict.rundata import RunData
 
 PAIRS = 800
+PAIR_POSITIONS = 2048  # scored positions the pairs hold in all: a sequence of 64 scored tokens is 64 decisions
+SEARCH_POSITIONS = 2**18  # pair positions the greedy search pushes through the network per frame
 STEPS = 100
 LEARNING_RATE = 0.1
 POOL = 32
@@ -72,20 +75,32 @@ def interchange_accuracy(net, x_base, frame: Frame, u_source, target, project) -
     return float((logits.argmax(-1) == target)[scored].double().mean())
 
 
+def greedy_rounds(k: int, fit_positions: int) -> int:
+    """Rounds of the greedy search: one unit per round (exact greedy) while its `POOL`-wide rounds
+    fit `SEARCH_POSITIONS` (every classifier: 800 pairs of one position), else as many rounds as fit,
+    each adding an equal share of the k units (a wide site of a sequence model)."""
+    k = min(k, POOL)
+    exact = sum(POOL - i for i in range(k)) * fit_positions
+    return k if exact <= SEARCH_POSITIONS else max(1, min(k, SEARCH_POSITIONS // (POOL * fit_positions)))
+
+
 def best_units(net, x, frame: Frame, u_source, target, k: int) -> list[int]:
-    """Greedy forward selection of k units (ties in canonical order) among the `POOL` largest."""
+    """Greedy forward selection of k units (ties in canonical order) among the `POOL` largest, in
+    `greedy_rounds` rounds: each round scores every remaining unit added to those chosen and keeps
+    the best of them."""
     pool = [int(j) for j in torch.argsort(-frame.unit_variance(), stable=True)[:POOL]]
+    k = min(k, len(pool))
+    rounds = greedy_rounds(k, int((target != IGNORE).sum()))
     chosen: list[int] = []
-    for _ in range(min(k, len(pool))):
-        best, best_score = None, -1.0
+    for round_ in range(rounds):
+        take = -(-(k - len(chosen)) // (rounds - round_))  # ceil: the units left shared over the rounds left
+        scores = []
         for j in pool:
             if j in chosen:
                 continue
             mask = torch.isin(frame.units, torch.as_tensor([*chosen, j])).to(u_source.dtype)
-            score = interchange_accuracy(net, x, frame, u_source, target, lambda diff, m=mask: diff * m)
-            if score > best_score:
-                best, best_score = j, score
-        chosen.append(best)
+            scores.append((-interchange_accuracy(net, x, frame, u_source, target, lambda diff, m=mask: diff * m), j))
+        chosen += [j for _, j in sorted(scores, key=lambda pair: pair[0])[:take]]  # stable: canonical order on ties
     return chosen
 
 
@@ -123,7 +138,10 @@ def alignment(net, x: torch.Tensor, frame: Frame, seed: int = 0, k: int | None =
     base, source = rng.integers(0, len(x), size=(2, PAIRS))
     both = scored[base] & scored[source]
     keep = ((predictions[base] != predictions[source]) & both).reshape(len(base), -1).any(1).numpy()
+    positions = both.reshape(len(base), -1).sum(1).numpy()[keep]
     base, source = base[keep], source[keep]
+    within = np.cumsum(positions) <= PAIR_POSITIONS  # a sequence model: as many pairs as the positions allow
+    base, source = base[within], source[within]
     empty = {"k": k, "m": m, "pairs": len(base), "iia_units": math.nan, "iia_subspace": math.nan, "ratio": math.nan,
              "ratio_null": math.nan, "score": math.nan}
     if len(base) < 20:

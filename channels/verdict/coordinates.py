@@ -176,11 +176,13 @@ def canonical_frame(net: nn.Module, x, site: str, unit_of: Tensor | None = None,
 
 @dataclass
 class Channels:
-    """The top channels of a frame: unit-norm directions (m, k) in its coordinates and the share
-    of the carried output variance each holds."""
+    """The top channels of a frame: unit-norm directions d_i (m, k) in its coordinates, the share
+    of the carried output variance each holds, and their readings G d_i (m, k): how the output
+    reads each coordinate's activity along the channel."""
 
     directions: Tensor
     weights: Tensor
+    readings: Tensor
 
     @property
     def count(self) -> float:
@@ -201,13 +203,26 @@ def channels(frame: Frame, top: int = 8) -> Channels:
     directions = root @ flow_vectors.flip(1)[:, :top]
     directions = directions / directions.norm(dim=0, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny)
     weights = lam / lam.sum() if lam.sum() > 0 else torch.full_like(lam, 1.0 / top)
-    return Channels(directions, weights)
+    return Channels(directions, weights, gram @ directions)
 
 
 def unit_loading(frame: Frame, found: Channels) -> Tensor:
-    """l_u = sum_i w_i sum_{j in u} d_ij^2 / sum over units: each unit's share of the channels' signal."""
-    per_coord = (found.directions**2) @ found.weights
-    share = torch.zeros(frame.unit_count, dtype=per_coord.dtype).index_add_(0, frame.units, per_coord)
+    """Each unit's share of the channels' carried output variance,
+
+        l_u = sum_i w_i s_iu,   s_iu = |sum_{j in u} d_ij (G d_i)_j| / sum_v |sum_{j in v} d_ij (G d_i)_j|,
+
+    a unit's activity along channel i times the output's sensitivity to it. With independent
+    units (C diagonal) s_iu is exactly unit u's part of lambda_i (d_i = C^{1/2} w_i, G d_i =
+    lambda_i C^{-1/2} w_i, so d_ij (G d_i)_j = lambda_i w_ij^2); and it is unchanged by any
+    invertible change of a unit's own coordinates (d -> A d, G d -> A^{-T} G d), scale included.
+    The activity alone (d_ij^2) would count a unit's variance twice, once in d and once in the
+    sensitivity that made the channel: a dense channel whose units differ in use would look
+    concentrated (T2 read 0.56-0.66 at dense planted inputs with it)."""
+    per_coord = found.directions * found.readings
+    per_unit = torch.zeros(frame.unit_count, per_coord.shape[1], dtype=per_coord.dtype)
+    per_unit = per_unit.index_add_(0, frame.units, per_coord).abs()
+    per_unit = per_unit / per_unit.sum(0, keepdim=True).clamp_min(torch.finfo(per_coord.dtype).tiny)
+    share = per_unit @ found.weights
     return share / share.sum()
 
 

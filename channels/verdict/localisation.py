@@ -6,7 +6,9 @@ At each unit site (the input coordinates, each hidden layer), in canonical coord
 share of the output variance the top channels carry), and
 
     k_eff   = 1 / sum_i w_i^2                     (how many channels)
-    l_u     = sum_i w_i sum_{j in unit u} d_ij^2  (unit u's share of the channels)
+    l_u     = sum_i w_i s_iu                      (unit u's share of the channels: `unit_loading`,
+              s_iu = |d_iu . (G d_i)_u|, normalised over units: activity along channel i times the
+              output's sensitivity to it, exactly u's part of lambda_i for independent units)
     n_units = 1 / sum_u l_u^2                     (how many units carry them)
 
 Null: the same numbers on rotated copies of the site (`Frame.rotated`: the same function and
