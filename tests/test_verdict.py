@@ -27,7 +27,7 @@ from channels.verdict.base import (
     midpoint,
 )
 from channels.verdict.battery import CONFLICT, TESTS, verdict
-from channels.verdict.coordinates import canonical_frame
+from channels.verdict.coordinates import Frame, canonical_frame, channels, unit_loading
 from channels.verdict.learned import LEARNED, NOTHING_LEARNED
 from channels.verdict.localisation import localisation
 from channels.verdict.rundata import RunData, Trained
@@ -339,3 +339,30 @@ def test_a_model_no_unit_layout_knows_is_named_in_one_line_in_the_results_and_th
     assert "input" in results["T2"].sites  # the input coordinates are still read
     found = verdict(list(results.values()))
     assert found["units"].startswith(line) and line in found["why"]
+
+
+def test_a_units_loading_is_its_part_of_the_channels_output_variance_by_numpy():
+    """With independent units (diagonal covariance) unit j's share of channel i is w_ij^2, w_i the
+    eigenvectors of the whitened Gram C^{1/2} G C^{1/2} (numpy), whatever the units' scales; the
+    activity alone (d_ij^2) would weigh high-variance units twice."""
+    rng = np.random.default_rng(0)
+    n, m = 4000, 12
+    scales = np.exp(rng.normal(0, 1, m))
+    z = rng.standard_normal((n, m))
+    z = np.linalg.qr(z - z.mean(0))[0] * math.sqrt(n - 1)  # centred, covariance exactly I
+    u = z * scales  # covariance exactly diag(scales^2)
+    readout = rng.standard_normal((2, m)) / scales  # the output reads every unit, more of the quiet ones
+    g = np.broadcast_to(readout[:, None, :], (2, n, m)).copy()
+    frame = Frame("site", torch.zeros(m, dtype=torch.float64), torch.as_tensor(u), torch.as_tensor(g),
+                  torch.arange(m), torch.eye(m, dtype=torch.float64), torch.eye(m, dtype=torch.float64))
+    found = channels(frame, top=2)
+    c = u.T @ u / (n - 1)
+    gram = np.einsum("pni,pnj->ij", g, g) / (2 * n)
+    np.testing.assert_allclose(c, np.diag(scales**2), atol=1e-9)
+    root = np.diag(scales)
+    values, vectors = np.linalg.eigh(root @ gram @ root)
+    lam, w = values[::-1][:2], vectors[:, ::-1][:, :2]
+    expected = (w**2) @ (lam / lam.sum())
+    np.testing.assert_allclose(unit_loading(frame, found).numpy(), expected / expected.sum(), rtol=1e-8, atol=1e-12)
+    activity = ((found.directions**2) @ found.weights).numpy()
+    assert np.abs(activity / activity.sum() - expected / expected.sum()).max() > 0.05  # the double count differs
