@@ -32,11 +32,13 @@ class Launch:
 
 @dataclass
 class LaunchTally:
-    """Runs done / running / left, and when the last will end (mean duration of the finished
-    runs, the running ones in parallel)."""
+    """Runs done / running / left, and when the last will end: the mean duration of the finished
+    runs times the runs not finished, over the runs at once (`parallel`, the workers; None, as on
+    a cluster's queue: as many as are running now)."""
 
     total: int
     prefix: str
+    parallel: int | None = None
     done: int = 0
     running: int = 0
     seconds: list[float] = field(default_factory=list)
@@ -53,7 +55,9 @@ class LaunchTally:
         counts = f"{self.done} done, {self.running} running, {left} left of {self.total}"
         if self.seconds and self.done < self.total:
             per_run = sum(self.seconds) / len(self.seconds)
-            eta = f"; ETA {duration(per_run * (self.total - self.done) / max(self.running, 1))}"
+            unfinished = self.total - self.done
+            at_once = min(self.parallel or self.running, unfinished)
+            eta = f"; ETA {duration(per_run * unfinished / max(at_once, 1))}"
         else:
             eta = ""
         return f"[bold]{self.prefix}[/bold]: {what} ({counts}{eta})"
@@ -70,7 +74,7 @@ def run_in_process(launches: list[Launch], threads: int, prefix: str) -> None:
 
     before = torch.get_num_threads()
     limit_cpu_threads(threads)  # torch's pool and numpy's BLAS (the spectra's eigh) alike
-    tally = LaunchTally(len(launches), prefix)
+    tally = LaunchTally(len(launches), prefix, parallel=1)
     try:
         for launch in launches:
             tally.started()
@@ -122,7 +126,7 @@ def run_workers(launches: list[Launch], workers: int, threads: int, log_dir: Pat
     log_dir.mkdir(parents=True, exist_ok=True)
     saved_env = {var: os.environ.get(var) for var in thread_environment(threads)}
     os.environ.update(thread_environment(threads))  # inherited by the workers before torch loads
-    tally = LaunchTally(len(launches), prefix)
+    tally = LaunchTally(len(launches), prefix, parallel=workers)
     pending, running = list(launches), {}
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:

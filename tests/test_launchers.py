@@ -42,3 +42,17 @@ def test_tally_counts_and_eta():
     assert tally.line("x").endswith("(0 done, 2 running, 2 left of 4)")
     tally.finished(60.0)
     assert "(1 done, 1 running, 2 left of 4; ETA 3 min 00 s)" in tally.line("x")  # 3 runs x 60 s, 1 at a time
+
+
+def test_eta_counts_the_workers_not_the_runs_running_at_the_moment_it_prints():
+    """Between one run's end and the next one's start a pool of 2 has 1 running: the ETA must not double."""
+    tally = LaunchTally(4, "ltc calibrate", parallel=2)
+    tally.started()
+    tally.started()
+    tally.finished(60.0)
+    assert "; ETA 1 min 30 s)" in tally.line("x")  # 3 runs x 60 s, 2 at a time
+    tally.started()
+    assert "; ETA 1 min 30 s)" in tally.line("x")
+    for _ in range(2):
+        tally.finished(60.0)
+    assert "; ETA 1 min 00 s)" in tally.line("x")  # the last run, alone
