@@ -22,6 +22,7 @@ from experiments.data.population import (
     DEFAULT_POPULATION_SEED,
     POPULATION_RECIPE,
     SEQUENCE_RANGES,
+    WEIGHTS_PER_SYMBOL,
     SequenceInstance,
     draw_instance,
     draw_population,
@@ -119,8 +120,21 @@ def test_plan_runs_each_sequence_instance_with_its_own_recipe(tmp_path):
         assert found["model"]["init_args"]["net"]["class_path"] == "experiments.models.gpt.planted_gpt2"
         assert found["data"]["init_args"]["route"] == found["model"]["init_args"]["net"]["init_args"]["route"] \
             == instance.route
-        assert found["imp"] == {**found["imp"], **own["imp"]} and found["trainer"]["max_steps"] == \
-            own["trainer"]["max_steps"]
+        assert found["imp"] == {**found["imp"], **own["imp"], "levels": instance.levels}
+        assert found["trainer"]["max_steps"] == own["trainer"]["max_steps"]
+
+
+def test_each_sequence_instance_prunes_to_its_ticket_regime_counted_per_symbol():
+    """The last level keeps >= WEIGHTS_PER_SYMBOL weights per symbol and the next would not, with the
+    prunable weights counted by hand: a one-layer GPT-2 prunes its attention (w x 3w and w x w) and
+    its MLP (w x 4w and 4w x w), 12 w^2; embeddings, unembedding, norms and biases stay dense."""
+    for instance in draw_population(DEFAULT_POPULATION_SEED, SEQUENCE):
+        recipe = yaml.safe_load(instance.recipe.read_text())
+        keep = 1.0 - recipe["imp"]["prune_fraction"]
+        assert recipe["model"]["init_args"]["net"]["init_args"]["n_layer"] == 1
+        left = 12 * instance.width ** 2 * keep ** instance.levels
+        assert left >= WEIGHTS_PER_SYMBOL * instance.vocab > left * keep
+        assert instance.describe()["levels"] == instance.levels
 
 
 def test_an_unknown_family_is_one_line_naming_the_sequence_families(tmp_path, capsys):
@@ -152,4 +166,5 @@ def test_a_toy_sequence_instance_trains_through_imp_and_scores_its_residual_site
         assert math.isfinite(entry["tests"]["T2"]["sites"][site]["effect"])
     scored = calibration([entry])
     assert scored["site_errors"]["total"] == 2 and set(scored["confusion"]["sites"]) == {CHANNELS}
-    assert instance_rows(scored)[0][3] == f"vocab {instance.vocab}, length {instance.length}, width {instance.width}"
+    assert instance_rows(scored)[0][3] == \
+        f"vocab {instance.vocab}, length {instance.length}, width {instance.width}, {instance.levels} levels"

@@ -30,7 +30,7 @@ from lth.seeds import derive_seed
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "planted"
 POPULATION_RECIPE = RECIPES / "population.yaml"  # the shared recipe of the MLP worlds
 
-DEFAULT_POPULATION_SEED = 20261206  # fresh: the rules were developed on population seeds 0..9, T0's error ratio on 20261202, T3's own-units check on 20261203, T1's power arm on 20261204, the unit loading on 20261205
+DEFAULT_POPULATION_SEED = 20261207  # fresh: the rules were developed on population seeds 0..9, T0's error ratio on 20261202, T3's own-units check on 20261203, T1's power arm on 20261204, the unit loading on 20261205, the no_ticket scale and the sequence recipes' density on 20261206
 RANGES = {
     "in_features": (24, 32, 40, 48),
     "width": (32, 48, 64),
@@ -48,6 +48,11 @@ PER_FAMILY = {"input_subcircuit": 4, "input_channel": 4, "hidden_subcircuit": 4,
 DIAL = (0.0, 0.25, 0.5, 0.75, 1.0)
 QUICK_DIAL = (0.0, 1.0)
 SEQUENCE_PER_FAMILY = {f"sequence_{route}": 4 for route in ROUTES}  # opt-in: not in the default population
+WEIGHTS_PER_SYMBOL = 8  # a sequence world's ticket regime: about 2.5x what the planted route needs (its V and O
+# keep one weight per symbol each, its previous-token QK a few per position), far below what the route spread over
+# the stream needs (a dense map on the route's vocab + length coordinates). At a fixed 1% of the weights, 16 symbols
+# had 23 weights each and a ticket found in a rotated basis kept the lookup (0.99; population 20261207), while 24
+# and 32 symbols had 12 each and it did not (0.63-0.85): the regime is counted per symbol, not as a fraction.
 SEQUENCE_RANGES = {  # every draw fits: vocab + length <= width (the route), and the recipes' 4 heads divide the width
     "vocab": (16, 24, 32),
     "length": (6, 8, 10),
@@ -152,16 +157,38 @@ class SequenceInstance:
         return {"route": self.route, "vocab": self.vocab, "length": self.length, "width": self.width,
                 "world_seed": self.world_seed}
 
+    @property
+    def levels(self) -> int:
+        """IMP levels down to the world's ticket regime: the sparsest level of the recipe's prune
+        fraction that leaves at least `WEIGHTS_PER_SYMBOL` prunable weights per symbol."""
+        recipe = yaml.safe_load(self.recipe.read_text())
+        kept = WEIGHTS_PER_SYMBOL * self.vocab / prunable_weights(recipe["model"]["init_args"]["net"], self.world())
+        return int(np.floor(np.log(kept) / np.log(1.0 - recipe["imp"]["prune_fraction"])))
+
     def overrides(self) -> list[str]:
-        """`ltc imp` flags that put the model and the data on this world (the same knobs for both)."""
+        """`ltc imp` flags that put the model and the data on this world (the same knobs for both)
+        and prune to its ticket regime (`levels`)."""
         world = self.world().items()
         return ([f"--model.init_args.net.init_args.{k}={v}" for k, v in world]
-                + [f"--data.init_args.{k}={v}" for k, v in world] + [f"--experiment=planted_{self.name}"])
+                + [f"--data.init_args.{k}={v}" for k, v in world]
+                + [f"--imp.levels={self.levels}", f"--experiment=planted_{self.name}"])
 
     def describe(self) -> dict:
         """The instance's line in calibration.json (the optimizer as its recipe sets it)."""
         optimizer = yaml.safe_load(self.recipe.read_text())["model"]["init_args"]["optimizer"]
-        return {"family": self.family, **self.world(), "optimizer": optimizer}
+        return {"family": self.family, **self.world(), "levels": self.levels, "optimizer": optimizer}
+
+
+def prunable_weights(net: dict, world: dict) -> int:
+    """How many weights IMP prunes in the recipe's `net` (class_path, init_args) put on `world`."""
+    import importlib
+
+    from lth.pruning import default_prunable
+
+    module, _, name = net["class_path"].rpartition(".")
+    model = getattr(importlib.import_module(module), name)(**{**net["init_args"], **world})
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in default_prunable(model))
 
 
 WorldInstance = Instance | SequenceInstance
