@@ -256,7 +256,10 @@ def test_no_ticket_and_nothing_learned_are_verdicts_of_their_own_not_votes_for_c
     # The first battery read "the ticket is no better than its controls" as evidence for channels.
     everything_channels = {key: {"input": CHANNELS} for key in ("T1", "T2", "T3", "T4")}
     assert verdict(_results(NO_TICKET, everything_channels))["verdict"] == NO_TICKET
-    assert verdict(_results(INCONCLUSIVE, everything_channels))["verdict"] == INCONCLUSIVE
+    unclear = verdict(_results(INCONCLUSIVE, everything_channels))
+    assert unclear["verdict"] == INCONCLUSIVE  # the sites' reading is shown beneath, never the verdict
+    assert "beneath it the sites read channels (channels at input), which is not a verdict" in unclear["why"]
+    assert "beneath" not in verdict(_results(INCONCLUSIVE, {"T2": {"input": CHANNELS}}))["why"]
     nothing = _results(TICKET, everything_channels)
     nothing[0].sites[NETWORK].reading = NOTHING_LEARNED
     assert verdict(nothing)["verdict"] == NOTHING_LEARNED

@@ -164,6 +164,9 @@ def verdict(results: Sequence[TestResult]) -> dict:
         overall, why = NO_TICKET, "the ticket does not beat random sparse networks"
     elif ticket_site.reading != TICKET:
         overall, why = INCONCLUSIVE, "unclear whether there is a ticket"
+        beneath = _from_sites({s: e["reading"] for s, e in sites.items()}, results)
+        if beneath[0] != INCONCLUSIVE:  # shown, never the verdict: without a ticket there is nothing to assign
+            why += f"; beneath it the sites read {beneath[0]} ({beneath[1]}), which is not a verdict"
     else:
         overall, why = _from_sites({s: e["reading"] for s, e in sites.items()}, results)
         if overall == INCONCLUSIVE and any(e["provisional_reading"] in FIRM for e in sites.values()):
