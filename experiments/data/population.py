@@ -18,6 +18,7 @@ and run their own recipe (`configs/planted/<family>.yaml`) instead of the shared
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import yaml
 
 from experiments.data.planted import MIXED_VARIANTS, WORLDS, Spec
 from experiments.data.sequence_world import ROUTES, route_truths
+from lth.pruning import select_prunable
 from lth.seeds import derive_seed
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "planted"
@@ -157,13 +159,19 @@ class SequenceInstance:
         return {"route": self.route, "vocab": self.vocab, "length": self.length, "width": self.width,
                 "world_seed": self.world_seed}
 
-    @property
+    @cached_property
     def levels(self) -> int:
         """IMP levels down to the world's ticket regime: the sparsest level of the recipe's prune
-        fraction that leaves at least `WEIGHTS_PER_SYMBOL` prunable weights per symbol."""
+        fraction that leaves at least `WEIGHTS_PER_SYMBOL` of the weights IMP prunes per symbol."""
+        # transformers is loaded only once a sequence world is run
+        from experiments.models.gpt import planted_gpt2
+
         recipe = yaml.safe_load(self.recipe.read_text())
-        kept = WEIGHTS_PER_SYMBOL * self.vocab / prunable_weights(recipe["model"]["init_args"]["net"], self.world())
-        return int(np.floor(np.log(kept) / np.log(1.0 - recipe["imp"]["prune_fraction"])))
+        imp = recipe["imp"]
+        model = planted_gpt2(**{**recipe["model"]["init_args"]["net"]["init_args"], **self.world()})
+        params = dict(model.named_parameters())
+        prunable = sum(params[n].numel() for n in select_prunable(model, imp.get("include", ()), imp.get("ignore", ())))
+        return int(np.floor(np.log(WEIGHTS_PER_SYMBOL * self.vocab / prunable) / np.log(1.0 - imp["prune_fraction"])))
 
     def overrides(self) -> list[str]:
         """`ltc imp` flags that put the model and the data on this world (the same knobs for both)
@@ -177,18 +185,6 @@ class SequenceInstance:
         """The instance's line in calibration.json (the optimizer as its recipe sets it)."""
         optimizer = yaml.safe_load(self.recipe.read_text())["model"]["init_args"]["optimizer"]
         return {"family": self.family, **self.world(), "levels": self.levels, "optimizer": optimizer}
-
-
-def prunable_weights(net: dict, world: dict) -> int:
-    """How many weights IMP prunes in the recipe's `net` (class_path, init_args) put on `world`."""
-    import importlib
-
-    from lth.pruning import default_prunable
-
-    module, _, name = net["class_path"].rpartition(".")
-    model = getattr(importlib.import_module(module), name)(**{**net["init_args"], **world})
-    params = dict(model.named_parameters())
-    return sum(params[n].numel() for n in default_prunable(model))
 
 
 WorldInstance = Instance | SequenceInstance

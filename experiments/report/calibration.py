@@ -18,8 +18,7 @@ INSTANCE_HEADERS = ["instance", "family", "optimizer", "shape", "truths", "verdi
 def _shape(e: dict) -> str:
     """An instance's shape: an MLP world's layers, classes and rank, or a sequence world's sizes."""
     if "vocab" in e:
-        levels = f", {e['levels']} levels" if "levels" in e else ""  # absent from readings made before it was recorded
-        return f"vocab {e['vocab']}, length {e['length']}, width {e['width']}{levels}"
+        return f"vocab {e['vocab']}, length {e['length']}, width {e['width']}, {e['levels']} levels"
     return f"{e['d']}-{'-'.join(map(str, e['hidden']))}, {e['classes']} cl, rank {e['rank']}"
 
 
