@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from channels.verdict import basis, localisation
 from channels.verdict.base import CHANNELS, MIXED, NO_POWER, NO_TICKET, SUBCIRCUITS
@@ -15,7 +16,7 @@ from channels.verdict.calibration import calibration, instance_entry
 from channels.verdict.dial import dial_summary
 from channels.verdict.learned import NOTHING_LEARNED
 from channels.verdict.networks import reader
-from channels.verdict.rundata import load_run
+from channels.verdict.rundata import RunData, load_run
 from experiments.cli import main
 from experiments.data.planted import INPUT, RELU_MEAN, WORLDS, PlantedDataModule
 from experiments.data.population import (
@@ -24,7 +25,9 @@ from experiments.data.population import (
     draw_instance,
     draw_population,
 )
+from experiments.models.mlp import MLP
 from experiments.report.networks import RunNetworks
+from lth.errors import LTCError
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "planted" / "population.yaml"
 
@@ -196,6 +199,31 @@ def test_the_basis_tests_power_arm_says_whether_a_mask_could_have_failed(tiny_in
     found = basis.run([load_run(mild)], None)
     assert abs(found.details[0]["headroom"]) < 0.01 and abs(found.details[0]["sgd_gap"]) < 0.02, found.details
     assert found.sites["input"].reading == NO_POWER and "random mask" in found.sites["input"].note
+
+
+def test_the_normal_init_is_as_likely_in_a_rotated_input_basis_and_the_uniform_one_is_not():
+    """T1's rotated arm starts from the rotated init. nn.Linear's uniform init is bounded in its own
+    basis (entry kurtosis 1.8) and Gaussian-like in a rotated one (kurtosis ~3): the init marks the
+    original basis. `init: normal` has the uniform's variance, 1 / (3 fan_in), and kurtosis 3 in both
+    bases; T1 notes a run whose MLP keeps the uniform init."""
+    torch.manual_seed(0)
+    rotation = torch.linalg.qr(torch.randn(200, 200))[0]
+
+    def kurtosis(w: torch.Tensor) -> float:
+        w = w.detach().flatten() - w.detach().mean()
+        return float((w**4).mean() / (w**2).mean() ** 2)
+
+    uniform, normal = MLP(200, [400], 10).hidden[0].weight, MLP(200, [400], 10, init="normal").hidden[0].weight
+    assert kurtosis(uniform) < 1.9 and kurtosis(uniform @ rotation.T) > 2.7
+    assert all(2.7 < kurtosis(w) < 3.3 for w in (normal, normal @ rotation.T))
+    assert float(normal.var()) == pytest.approx(1 / 600, rel=0.05)
+    with pytest.raises(LTCError, match="unknown init 'xavier'"):
+        MLP(init="xavier")
+    net = {"class_path": "experiments.models.mlp.MLP", "init_args": {"in_features": 4}}
+    config = {"model": {"init_args": {"net": net}}}
+    assert basis.uniform_init(RunData(Path("."), config, {}))
+    net["init_args"]["init"] = "normal"
+    assert not basis.uniform_init(RunData(Path("."), config, {}))
 
 
 def test_localisation_at_the_input_moves_the_right_way(tiny_input_worlds):

@@ -5,7 +5,13 @@ the firm readings (>= `MIN_SEEDS` seeds) of the voting tests; it reads subcircui
 when at least `AGREE` tests read that and none reads the other, `conflict` when both are read, and
 nothing otherwise. The verdict is the sites' common reading, `mixed` when firm sites differ (say a
 subcircuit at the input, feature selection, and channels in a hidden layer), after the two
-preconditions: `nothing learned` (L) and `no ticket` (T0).
+preconditions: `nothing learned` (L) and `no ticket` (T0). Only a firm `no ticket` stops the
+reading (the design's rule: without a ticket there is nothing to be a channel or a subcircuit).
+An unclear T0 (the ticket neither credibly beats its random prunes nor matches them at the
+sparsity read) does not: it says the sparsity does not separate a ticket from a random sparse
+network (a subcircuit of 5 of 48 inputs survives a random 8% mask, a dense channel is carried by
+any), not that the sites' readings are wrong, and every voting test brings its own null. The
+verdict then carries the sites' reading with the caveat (`ticket: inconclusive`).
 
 False readings: every voting reading claims its effect with a 95% interval (at most 2.5% false
 claims of either kind under its null); a site needs two tests to err the same way with no test
@@ -57,6 +63,8 @@ VERDICTS = (SUBCIRCUITS, CHANNELS, MIXED, NO_TICKET, learned.NOTHING_LEARNED, IN
 CONFLICT = "conflict"
 AGREE = 2
 FIRM = (SUBCIRCUITS, CHANNELS)
+TICKET_UNCLEAR = ("unclear whether there is a ticket (T0: the ticket neither beats random sparse networks nor matches "
+                  "them at this sparsity), so the sites describe the network the ticket was cut from")
 
 
 def voters() -> list[TicketTest]:
@@ -66,7 +74,8 @@ def voters() -> list[TicketTest]:
 def verdict_rule() -> str:
     quiet = [t.key for t in TESTS if not t.votes]
     return (f"{learned.TEST.key} first: a dense network not credibly above chance -> `{learned.NOTHING_LEARNED}`; "
-            f"then {ticket.TEST.key}: no ticket -> `{NO_TICKET}`; nothing else is read after either. Then each site "
+            f"then {ticket.TEST.key}: no ticket -> `{NO_TICKET}`; nothing else is read after either (an unclear "
+            f"{ticket.TEST.key} stops nothing: the verdict says the ticket is unclear). Then each site "
             f"(the input coordinates, each hidden layer) collects the readings of {', '.join(t.key for t in voters())} "
             f"that have >= {MIN_SEEDS} seeds: it reads subcircuits (or channels) when >= {AGREE} tests read that and "
             "none reads the other, a conflict when both are read, nothing otherwise. Verdict: the firm sites' common "
@@ -162,11 +171,6 @@ def verdict(results: Sequence[TestResult]) -> dict:
         overall, why = INCONCLUSIVE, "no controls to tell whether there is a ticket"
     elif ticket_site.reading == NO_TICKET:
         overall, why = NO_TICKET, "the ticket does not beat random sparse networks"
-    elif ticket_site.reading != TICKET:
-        overall, why = INCONCLUSIVE, "unclear whether there is a ticket"
-        beneath = _from_sites({s: e["reading"] for s, e in sites.items()}, results)
-        if beneath[0] != INCONCLUSIVE:  # shown, never the verdict: without a ticket there is nothing to assign
-            why += f"; beneath it the sites read {beneath[0]} ({beneath[1]}), which is not a verdict"
     else:
         overall, why = _from_sites({s: e["reading"] for s, e in sites.items()}, results)
         if overall == INCONCLUSIVE and any(e["provisional_reading"] in FIRM for e in sites.values()):
@@ -174,9 +178,12 @@ def verdict(results: Sequence[TestResult]) -> dict:
             provisional_reading = _from_sites({s: e["provisional_reading"] for s, e in sites.items()}, results)
             why += (f"; fewer than {MIN_SEEDS} seeds, provisional reading: {provisional_reading[0]} "
                     f"({provisional_reading[1]})")
+        if ticket_site.reading != TICKET:
+            why += f"; {TICKET_UNCLEAR}"
     units = next((r.note for r in results if UNKNOWN in r.note), None)
     if units is not None:
         why += f"; {units}"
-    return {"verdict": overall, "why": why, "provisional": provisional, "units": units,
+    return {"verdict": overall, "why": why, "ticket": ticket_site.reading if ticket_site else NOT_RUN,
+            "provisional": provisional, "units": units,
             "provisional_reading": provisional_reading[0] if provisional_reading else None,
             "rule": verdict_rule(), "sites": sites, "tests": {r.test: r.to_dict() for r in results}}

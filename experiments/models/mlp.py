@@ -8,13 +8,27 @@ from torch import nn
 from lth.errors import LTCError
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+INITS = ("uniform", "normal")
+
+
+def normal_init_(layer: nn.Linear) -> None:
+    """Re-draw `layer`'s weights and bias from normals with the variances of `nn.Linear`'s default
+    uniform init (bound b = 1/sqrt(fan_in), variance b^2 / 3). A Gaussian weight matrix stays
+    Gaussian, entry by entry, when its input space is rotated; a uniform one does not (its entries
+    are bounded in the original basis and not in a rotated one), which marks the original basis
+    for magnitude pruning before any training has."""
+    std = layer.in_features ** -0.5 / 3 ** 0.5
+    nn.init.normal_(layer.weight, std=std)
+    nn.init.normal_(layer.bias, std=std)
 
 
 class MLP(nn.Module):
     """Linear -> activation blocks, then a linear output layer named `out`.
 
     Hidden layers are `hidden.0`, `hidden.1`, ... (each a Linear followed by the activation at
-    `act.0`, `act.1`, ...), so the hidden representations are the sites `act.{i}`.
+    `act.0`, `act.1`, ...), so the hidden representations are the sites `act.{i}`. `init`:
+    `nn.Linear`'s default uniform init, or `normal` at the same variances (`normal_init_`), whose
+    distribution a rotation of the input space leaves unchanged (what T1's basis arms assume).
     """
 
     def __init__(
@@ -23,14 +37,20 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (100, 100),
         num_classes: int = 10,
         activation: str = "relu",
+        init: str = "uniform",
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise LTCError(f"unknown activation {activation!r}: use one of {sorted(ACTIVATIONS)}")
+        if init not in INITS:
+            raise LTCError(f"unknown init {init!r}: use one of {', '.join(INITS)}")
         widths = [in_features, *hidden]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.act = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden)
         self.out = nn.Linear(widths[-1], num_classes)
+        if init == "normal":
+            for layer in (*self.hidden, self.out):
+                normal_init_(layer)
 
     def forward(self, x):
         x = x.flatten(1)
