@@ -25,6 +25,9 @@ from lth.rundir import config_hash
 RUN_ONLY_ARGUMENTS = ("config", "run_dir", "force", "print_config")
 RUN_ONLY_SECTIONS = ("wandb", "spectra")
 RUN_ONLY_INIT_ARGS = (("data", "num_workers"),)  # datamodules are classes, not tagged dataclasses
+# Arguments added to the model's net after runs were named: left out of the identity at their default,
+# so older run directories keep their names (path of init_args under `model`, argument, default).
+ADDED_NET_ARGS = ((("net",), "init", "uniform"),)
 SECTIONS = {"trainer": TrainerConfig, "imp": ImpConfig, "spectra": SpectraConfig, "wandb": WandbConfig}
 
 
@@ -94,6 +97,13 @@ def identity(cfg: Namespace) -> dict:
     for section, key in RUN_ONLY_INIT_ARGS:
         init_args = (plain.get(section) or {}).get("init_args")
         if isinstance(init_args, dict):
+            init_args.pop(key, None)
+    for path, key, default in ADDED_NET_ARGS:
+        node = plain.get("model")
+        for step in path:
+            node = ((node or {}).get("init_args") or {}).get(step) if isinstance(node, dict) else None
+        init_args = node.get("init_args") if isinstance(node, dict) else None
+        if isinstance(init_args, dict) and init_args.get(key, default) == default:
             init_args.pop(key, None)
     for section, cls in SECTIONS.items():
         node = plain.get(section)

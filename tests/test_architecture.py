@@ -52,6 +52,9 @@ def test_added_fields_leave_the_identity_alone_at_their_default():
     same = parse(imp_parser(), ["--config", path, "--imp.basis_sgd_lr", "0.05", "--imp.levels", "9"])
     other = parse(imp_parser(), ["--config", path, "--imp.basis_sgd_lr", "0.1"])
     assert experiment_id(same) == experiment_id(base) != experiment_id(other)
+    net = "--model.init_args.net.init_args.init"
+    uniform, normal = (parse(imp_parser(), ["--config", path, net, init]) for init in ("uniform", "normal"))
+    assert experiment_id(uniform) == experiment_id(base) != experiment_id(normal)  # the MLP's added init
 
 
 def test_the_registry_finds_every_branch_file():

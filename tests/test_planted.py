@@ -189,13 +189,13 @@ def test_basis_test_reads_a_privileged_input_basis_only_where_it_is(tiny_input_w
 def test_the_basis_tests_power_arm_says_whether_a_mask_could_have_failed(tiny_input_worlds, tmp_path):
     """T1's equivalence means something only where a random mask retrained the same way falls below
     the identity arm. At 14% of the weights the subcircuit world's identity arm beats its random
-    arm; at 80% (one level at 20%) the channel world's random mask retrains as well as the identity
+    arm; at 90% (one level at 10%) the channel world's random mask retrains as well as the identity
     arm, so the arms' equivalence there reads `no power`, not channels."""
     sparse = basis.run([tiny_input_worlds["input_subcircuit"]], None)
     assert sparse.details[0]["headroom"] >= 0.01, sparse.details
     mild = tmp_path / "mild"
     assert main(["imp", "--config", str(RECIPE), "--run_dir", str(mild), *_shape("input_channel"), *TINY,
-                 "--imp.levels", "1", "--imp.prune_fraction", "0.2"]) == 0
+                 "--imp.levels", "1", "--imp.prune_fraction", "0.1"]) == 0
     found = basis.run([load_run(mild)], None)
     assert abs(found.details[0]["headroom"]) < 0.01 and abs(found.details[0]["sgd_gap"]) < 0.02, found.details
     assert found.sites["input"].reading == NO_POWER and "random mask" in found.sites["input"].note
@@ -210,10 +210,10 @@ def test_the_normal_init_is_as_likely_in_a_rotated_input_basis_and_the_uniform_o
     rotation = torch.linalg.qr(torch.randn(200, 200))[0]
 
     def kurtosis(w: torch.Tensor) -> float:
-        w = w.detach().flatten() - w.detach().mean()
+        w = w.flatten() - w.mean()
         return float((w**4).mean() / (w**2).mean() ** 2)
 
-    uniform, normal = MLP(200, [400], 10).hidden[0].weight, MLP(200, [400], 10, init="normal").hidden[0].weight
+    uniform, normal = (MLP(200, [400], 10, init=init).hidden[0].weight.detach() for init in ("uniform", "normal"))
     assert kurtosis(uniform) < 1.9 and kurtosis(uniform @ rotation.T) > 2.7
     assert all(2.7 < kurtosis(w) < 3.3 for w in (normal, normal @ rotation.T))
     assert float(normal.var()) == pytest.approx(1 / 600, rel=0.05)
@@ -233,8 +233,6 @@ def test_localisation_at_the_input_moves_the_right_way(tiny_input_worlds):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a known miss (docs/calibration.md): on the default population 20261207 "
-                   "the quick subset reads 7 of 9, T0 unclear at both ends of the dial")
 def test_calibrate_quick_reads_every_family_right(tmp_path):
     """`ltc calibrate --quick`: one instance of every default family and the dial's ends, 5 seeds
     each (its time is measured and stated in docs/calibration.md, not asserted)."""

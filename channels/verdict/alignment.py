@@ -9,7 +9,7 @@ of the best m units (greedy forward selection among the `POOL` units of largest 
 variance; a sequence model's pairs hold at most `PAIR_POSITIONS` scored positions and its search
 adds several units a round where one per round would not fit `SEARCH_POSITIONS`) and of a learned k-dimensional subspace (P = V V^T, V orthonormal, trained on the
 intervened cross-entropy) give ratio = IIA(units) / IIA(subspace); k channels occupying m units
-as in T3.
+as in T3 (`causal.counts`: the fewest channels, and units, holding 90%).
 
 The ratio's chance level depends on width, k, m, classes and rank (a dense rank-1 channel in 16 units
 has 4 units carrying most of it), so it is read against the same search on rotated copies of the

@@ -8,9 +8,10 @@ outgoing weights the ticket pruned carries none, however many inputs it kept), R
 units (`RANDOM_DRAWS` draws, averaged: what a random prune of the same sparsity keeps most of is
 a random draw), D the top-k channel directions, k the fewest of the site's channels holding 90%
 of their carried output variance, and m the units those channels occupy (the fewest holding 90% of
-their loading; `counts`: k <= m <= a quarter of the units, a rank-2 channel carried by five units is
-found by five units, not two). Units are mean-ablated, directions by removing the centred coordinates' component in span(D). With
-drop(S) = accuracy - accuracy with S ablated, the ticket's units cost
+their loading; `counts`: k <= m <= a quarter of the units, a rank-2 channel carried by five units
+is found by five units, not two). Units are mean-ablated, directions by removing the centred
+coordinates' component in span(D). With drop(S) = accuracy - accuracy with S ablated, the
+ticket's units cost
 
     t = (drop(U) - drop(R)) / (drop(D) - drop(R))
 

@@ -19,7 +19,9 @@ Rule: a ticket when the 95% interval of r lies above 0 and the gap is at least o
 (`ACC_MARGIN`: below it accuracies "match" in the lottery-ticket literature); no ticket when the
 gap's whole interval lies below one point (the ticket is no better, or worse, than random sparse
 networks); inconclusive otherwise. Without a ticket there is nothing to be a channel or a
-subcircuit: the verdict is `no ticket`.
+subcircuit: the verdict is `no ticket`. An inconclusive T0 stops nothing (`battery.verdict`): the
+sparsity read does not separate the ticket from a random sparse network, and the verdict says so
+beside the sites' reading.
 
 Invariances: r and g read test accuracies only, so every reparametrisation that keeps the
 trained functions keeps them; r is unchanged when the test set is replaced by copies of itself.
@@ -100,6 +102,7 @@ TEST = TicketTest(
     f"floored at {ERROR_FLOOR:g}; beside it the accuracy gap ticket - mean(controls)",
     "0: a random sparse net of the ticket's per-layer sparsity does as well",
     "ticket if the ratio's 95% interval is above 0 and the gap >= 1 point; no ticket if the gap's interval lies "
-    "below 1 point; else inconclusive. No ticket: the verdict is `no ticket`",
+    "below 1 point; else inconclusive. No ticket: the verdict is `no ticket`; inconclusive: the sites still read, "
+    "and the verdict says the ticket is unclear",
     votes=True, run=run, figure=figures.error_ratio,
     columns=("run", "level", "density", "ticket", *POSITIONAL, "gap", "log_error_ratio"))
