@@ -16,6 +16,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from channels.spectra import SpectraConfig
+from experiments.models.mlp import DEFAULT_INIT
 from experiments.settings import TrainerConfig, WandbConfig
 from lth.config import ImpConfig, identity_tags
 from lth.errors import LTCError
@@ -25,9 +26,6 @@ from lth.rundir import config_hash
 RUN_ONLY_ARGUMENTS = ("config", "run_dir", "force", "print_config")
 RUN_ONLY_SECTIONS = ("wandb", "spectra")
 RUN_ONLY_INIT_ARGS = (("data", "num_workers"),)  # datamodules are classes, not tagged dataclasses
-# Arguments added to the model's net after runs were named: left out of the identity at their default,
-# so older run directories keep their names (path of init_args under `model`, argument, default).
-ADDED_NET_ARGS = ((("net",), "init", "uniform"),)
 SECTIONS = {"trainer": TrainerConfig, "imp": ImpConfig, "spectra": SpectraConfig, "wandb": WandbConfig}
 
 
@@ -98,13 +96,10 @@ def identity(cfg: Namespace) -> dict:
         init_args = (plain.get(section) or {}).get("init_args")
         if isinstance(init_args, dict):
             init_args.pop(key, None)
-    for path, key, default in ADDED_NET_ARGS:
-        node = plain.get("model")
-        for step in path:
-            node = ((node or {}).get("init_args") or {}).get(step) if isinstance(node, dict) else None
-        init_args = node.get("init_args") if isinstance(node, dict) else None
-        if isinstance(init_args, dict) and init_args.get(key, default) == default:
-            init_args.pop(key, None)
+    net = ((plain.get("model") or {}).get("init_args") or {}).get("net")
+    net_args = net.get("init_args") if isinstance(net, dict) else None
+    if isinstance(net_args, dict) and net_args.get("init") == DEFAULT_INIT:
+        net_args.pop("init")  # added to the MLP after runs were named: at its default, older names stand
     for section, cls in SECTIONS.items():
         node = plain.get(section)
         if section in RUN_ONLY_SECTIONS or not isinstance(node, dict):

@@ -67,8 +67,13 @@ PAIRS = {"sgd": ("basis_identity_sgd", "basis_rotated_sgd"), "recipe": ("basis_i
 POWER_ARMS = {"sgd": "basis_random_sgd", "recipe": "basis_random"}  # each retrained like its pair
 
 
+def _model_args(run: RunData) -> dict:
+    """The init_args of the run's model (the task): its optimizer and its `net`."""
+    return (run.config.get("model") or {}).get("init_args") or {}
+
+
 def line_optimizer(run: RunData) -> str:
-    return str(((run.config.get("model") or {}).get("init_args") or {}).get("optimizer", "adam"))
+    return str(_model_args(run).get("optimizer", "adam"))
 
 
 def sites_of(run: RunData, networks=None) -> list[str]:
@@ -78,7 +83,7 @@ def sites_of(run: RunData, networks=None) -> list[str]:
     if networks is not None:
         found = [site.name for site in networks.sites(run) if site.residual]
         return found or [INPUT]
-    net = str((((run.config.get("model") or {}).get("init_args") or {}).get("net") or {}).get("class_path", ""))
+    net = str((_model_args(run).get("net") or {}).get("class_path", ""))
     return [RESIDUAL_STREAM] if "gpt" in net.lower() else [INPUT]
 
 
@@ -86,8 +91,9 @@ def uniform_init(run: RunData) -> bool:
     """Whether the run's network is an `MLP` left at `nn.Linear`'s uniform init: its entries are
     bounded in the original basis and not in a rotated one, so the init marks the basis (the arms'
     comparison assumes an init a rotation leaves unchanged in distribution: `init: normal`)."""
-    net = ((run.config.get("model") or {}).get("init_args") or {}).get("net") or {}
-    return str(net.get("class_path", "")).endswith("mlp.MLP") and (net.get("init_args") or {}).get("init", "uniform") == "uniform"
+    net = _model_args(run).get("net") or {}
+    init = (net.get("init_args") or {}).get("init", "uniform")  # the MLP's default (channels reads configs only)
+    return str(net.get("class_path", "")).endswith("mlp.MLP") and init == "uniform"
 
 
 def _arms(run: RunData, pair: tuple[str, str]) -> tuple[int, float, float] | None:

@@ -9,6 +9,7 @@ from lth.errors import LTCError
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 INITS = ("uniform", "normal")
+DEFAULT_INIT = "uniform"  # nn.Linear's own; runs named before `init` existed used it
 
 
 def normal_init_(layer: nn.Linear) -> None:
@@ -37,7 +38,7 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (100, 100),
         num_classes: int = 10,
         activation: str = "relu",
-        init: str = "uniform",
+        init: str = DEFAULT_INIT,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
