@@ -68,3 +68,13 @@ def test_bad_files(offline_run, tmp_path):
         read_history(tmp_path / "nothing")
     with pytest.raises(LTCError, match="holds 2 W&B runs"):
         read_run(tmp_path)
+
+
+def test_a_run_still_being_written_is_read_as_it_stands_once_settle_time_is_up(offline_run, tmp_path):
+    (file,) = run_files(offline_run)
+    assert read_run(file).finished
+    data = file.read_bytes()
+    cut = tmp_path / "running.wandb"
+    cut.write_bytes(data[: 2 * BLOCK + 100])  # the tail, exit record included, not written yet
+    run = read_run(cut, settle_s=0.4)
+    assert not run.finished and 0 < len(run.history) < len(read_run(file).history)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class OfflineRun:
     metrics: dict[str, str] = field(default_factory=dict)
     artifacts: list[dict] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    finished: bool = False
 
     def table(self, value: dict) -> tuple[list[str], list[list]]:
         """(columns, rows) of a logged table, from the reference a history row or the summary holds."""
@@ -118,13 +120,25 @@ def _artifact(record) -> dict:
             "refs": {entry.path: entry.ref for entry in record.manifest.contents}}
 
 
-def read_run(path: str | Path) -> OfflineRun:
-    """Parse one `.wandb` file (or the one inside an `offline-run-*` directory)."""
+def read_run(path: str | Path, settle_s: float = 30.0) -> OfflineRun:
+    """Parse one `.wandb` file (or the one inside an `offline-run-*` directory).
+
+    `run.finish()` can return before wandb's service has written the file's tail, so a file without
+    its `exit` record is read again until it has one or `settle_s` has passed (then as it stands)."""
     file = run_files(path)
     if len(file) != 1:
         raise LTCError(f"{path} holds {len(file)} W&B runs; pass one run's directory or use read_runs")
-    run = OfflineRun(file[0])
-    for record in read_records(file[0]):
+    deadline = time.monotonic() + settle_s
+    while True:
+        run = _parse(file[0])
+        if run.finished or time.monotonic() >= deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _parse(file: Path) -> OfflineRun:
+    run = OfflineRun(file)
+    for record in read_records(file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             info = record.run
@@ -145,6 +159,8 @@ def read_run(path: str | Path) -> OfflineRun:
             run.artifacts.append(_artifact(record.artifact))
         elif kind == "files":
             run.files.extend(item.path for item in record.files.files)
+        elif kind == "exit":
+            run.finished = True
     return run
 
 
