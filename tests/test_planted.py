@@ -259,18 +259,31 @@ def test_a_reading_is_reused_only_while_its_runs_and_instance_stand(tmp_path):
     assert reading_key(instance, [run]) != key
 
 
-def test_the_dial_names_a_reversal_only_where_the_seeds_intervals_part():
-    """A rise of 0.07 inside overlapping intervals is not monotone by SLACK but is no reversal; a
-    rise of 0.5 between disjoint intervals is one; only the planted sites decide the summary."""
-    def entry(alpha, effect, ci, truths):
+def test_the_dial_names_a_reversal_only_where_a_rise_exceeds_the_seeds_margin():
+    """A rise of 0.07 with 95% half-widths 0.15 and 0.1 (margin of the difference 0.18) is within
+    noise: monotone, not strictly; a rise of 0.5 with half-widths 0.05 is a reversal; a rise of
+    0.3 between intervals that only just part (half-widths 0.12 and 0.12, margin 0.17) is one
+    too; an unplanted site is reported and does not decide."""
+    def entry(alpha, effect, ci, truths, unplanted=(0.0, [0.0, 0.0])):
         return {"family": "dial", "alpha": alpha, "verdict": "-", "truths": truths,
-                "tests": {"T2": {"sites": {"act.0": {"effect": effect, "ci": ci}}}}}
+                "tests": {"T2": {"sites": {"act.0": {"effect": effect, "ci": ci},
+                                           "act.1": {"effect": unplanted[0], "ci": unplanted[1]}}}}}
     ends = ({"act.0": SUBCIRCUITS}, {"act.0": CHANNELS})
-    wobble = dial_summary([entry(0.0, 0.8, [0.7, 0.9], ends[0]), entry(0.5, -0.28, [-0.4, -0.1], {}),
-                           entry(1.0, -0.21, [-0.3, -0.1], ends[1])])
+    wobble = dial_summary([entry(0.0, 0.8, [0.7, 0.9], ends[0]), entry(0.5, -0.28, [-0.43, -0.13], {}),
+                           entry(1.0, -0.21, [-0.31, -0.11], ends[1], unplanted=(0.9, [0.85, 0.95]))])
     found = wobble["statistics"]["T2 act.0"]
-    assert found["planted"] and not found["monotone"] and found["reversals"] == []
-    assert wobble["planted_without_reversal"] and not wobble["monotone"]
+    assert found["planted"] and found["monotone"] and not found["strict"] and found["reversals"] == []
+    assert wobble["monotone"] and not wobble["strict"]
+    assert not wobble["verdict_monotone"]  # "-" is no verdict on the way from subcircuits to channels
+    assert wobble["statistics"]["T2 act.1"]["reversals"] == [[0.5, 1.0]]  # unplanted: shown, not scored
     rise = dial_summary([entry(0.0, 0.8, [0.7, 0.9], ends[0]), entry(0.5, -0.3, [-0.35, -0.25], {}),
-                         entry(1.0, 0.2, [0.1, 0.3], ends[1])])
-    assert rise["statistics"]["T2 act.0"]["reversals"] == [[0.5, 1.0]] and not rise["planted_without_reversal"]
+                         entry(1.0, 0.2, [0.15, 0.25], ends[1])])
+    assert rise["statistics"]["T2 act.0"]["reversals"] == [[0.5, 1.0]] and not rise["monotone"]
+    verdicts = [entry(a, 0.0, None, {}) | {"verdict": v} for a, v in
+                ((0.0, "subcircuits"), (0.5, "mixed"), (0.7, "inconclusive"), (1.0, "channels"))]
+    assert dial_summary(verdicts)["verdict_monotone"]
+    verdicts[2]["verdict"] = "subcircuits"
+    assert not dial_summary(verdicts)["verdict_monotone"]
+    parting = dial_summary([entry(0.0, 0.8, [0.7, 0.9], ends[0]), entry(0.5, -0.2, [-0.32, -0.08], {}),
+                            entry(1.0, 0.1, [-0.02, 0.22], ends[1])])
+    assert parting["statistics"]["T2 act.0"]["reversals"] == [[0.5, 1.0]]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from channels.plotting import plt, save_figure
+from channels.verdict.dial import SLACK
 from experiments.report.document import Document, Figure, Section, Table
 from experiments.report.verdict import READING_STYLE, calibration_paragraph, confusion_table, fmt
 from experiments.settings import WandbConfig
@@ -42,8 +45,13 @@ def dial_figure(result: dict, files: ReportFiles) -> list[Figure]:
         return []
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for label, found in dial["statistics"].items():
-        values = [float("nan") if v is None else v for v in found["values"]]
-        ax.plot(dial["alphas"], values, marker="o", label=label + ("" if found["monotone"] else " (not monotone)"))
+        values = np.array([np.nan if v is None else v for v in found["values"]], dtype=float)
+        name = label + ("" if found["planted"] else " (unplanted)") + ("" if found["monotone"] else " (reverses)")
+        if not found["planted"]:
+            ax.plot(dial["alphas"], values, marker=".", linestyle=":", alpha=0.5, label=name)
+            continue
+        ci = np.array([(np.nan, np.nan) if c is None else c for c in found["ci"]], dtype=float)
+        ax.errorbar(dial["alphas"], values, yerr=np.abs(ci.T - values), marker="o", capsize=2, label=name)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
     for alpha, reading in zip(dial["alphas"], dial["verdicts"]):
         ax.annotate(reading, (alpha, 1.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
@@ -52,8 +60,9 @@ def dial_figure(result: dict, files: ReportFiles) -> list[Figure]:
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     path = save_figure(fig, files.figures / "calibration_dial.png")
-    return [Figure("calibration_dial", path, "The dial: every voting statistic against alpha, the verdict on top; "
-                   "each should fall as the planted structure moves from unit-aligned to dense.")]
+    return [Figure("calibration_dial", path, "The dial: every voting statistic against alpha (mean and 95% interval over seeds at the "
+                   "planted sites), the verdict on top; each should fall as the planted structure moves from "
+                   "unit-aligned to dense.")]
 
 
 def _rate_line(name: str, found: dict) -> str:
@@ -68,13 +77,14 @@ def calibration_document(result: dict, figures: list[Figure]) -> Document:
                "opposite readings (a planted site read as the other picture): "
                + (", ".join(result["opposite"]) or "none")]
     if dial:
+        planted = {k: s for k, s in dial["statistics"].items() if s["planted"]}
         bullets.append("dial: verdicts " + ", ".join(f"{a}: {v}" for a, v in zip(dial["alphas"], dial["verdicts"]))
-                       + "; every voting statistic monotone: " + ("yes" if dial["monotone"] else "no ("
-                       + ", ".join(k for k, s in dial["statistics"].items() if not s["monotone"]) + ")")
-                       + "; at the planted sites no reversal beyond the seeds' intervals: "
-                       + ("yes" if dial.get("planted_without_reversal") else "no (" + ", ".join(
-                           f"{k} {a0}->{a1}" for k, s in dial["statistics"].items() if s["planted"]
-                           for a0, a1 in s["reversals"]) + ")"))
+                       + " (monotone: " + ("yes" if dial["verdict_monotone"] else "no") + ")"
+                       + "; at the planted sites every voting statistic monotone (no rise beyond "
+                       + f"{SLACK} plus the seeds' 95% margin): " + ("yes" if dial["monotone"] else "no (" + ", ".join(
+                           f"{k} {a0}->{a1}" for k, s in planted.items() for a0, a1 in s["reversals"]) + ")")
+                       + f"; strictly (no rise beyond {SLACK}): " + ("yes" if dial["strict"] else "no (" + ", ".join(
+                           k for k, s in planted.items() if not s["strict"]) + ")"))
     summary = Section("Calibration", [calibration_paragraph(result)], bullets=bullets,
                       tables=[confusion_table(result["confusion"]["verdict"], "verdict: truth x reading", console=True),
                               confusion_table(result["confusion"]["sites"], "planted sites: truth x reading",
