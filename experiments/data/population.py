@@ -42,7 +42,9 @@ RANGES = {
     "rank": (2, 3, 4, 5),
     "label_noise": (0.0, 0.05),  # uniform
     "busy": (0.5, 1.0),  # uniform: share of a circuit teacher's other units that are active
-    "unit_scale": (0.0, 1.0),  # uniform: sigma of a dense teacher's lognormal unit scales
+    "unit_scale": (0.0, 0.5),  # uniform: sigma of a dense teacher's lognormal unit scales; above ~0.7 an SGD
+    # student reads the label through its high-scale units (a quarter of act.0's units carry 95% of the next layer's
+    # use, experiments/scripts/unit_use.py; population 20261211), so "channels" is no longer true of the student
 }
 LEARNING_RATES = {"sgd": 0.05, "adam": 0.005}
 PER_FAMILY = {"input_subcircuit": 4, "input_channel": 4, "hidden_subcircuit": 4, "hidden_channel": 4, "mixed": 4,
