@@ -43,6 +43,34 @@ def test_t_interval_matches_scipy():
     assert all(math.isnan(v) for v in t_interval([0.3]))
 
 
+def test_a_part_drawn_once_widens_the_interval_by_its_variance():
+    """mean +- t_{n-1} sqrt(s^2/n + v_once): one basis draw that the seeds never resample (T1)."""
+    values = [0.1, 0.3, 0.2, 0.5, 0.4]
+    half = stats.t.ppf(0.975, 4) * math.sqrt(np.var(values, ddof=1) / 5 + 0.01)
+    assert t_interval(values, once=0.01) == pytest.approx((0.3 - half, 0.3 + half))
+    tight = [0.001, -0.002, 0.0, 0.003, -0.001]
+    assert tost_equivalent(tight, 0.02) and not tost_equivalent(tight, 0.02, once=0.02 ** 2)
+
+
+def test_one_basis_draw_adds_the_rotated_arms_variance_beyond_the_identity_arms():
+    """basis_variance = var over seeds (data orders averaged) of the rotated arm - that of the
+    identity arm, floored at 0, as computed by hand."""
+    from dataclasses import dataclass
+
+    from channels.verdict.basis import basis_variance
+
+    @dataclass(eq=False)
+    class Run:
+        seed: int
+    runs = [Run(s) for s in (0, 0, 1, 2)]  # seed 0 ran two data orders
+    identity = dict(zip(runs, (0.90, 0.92, 0.91, 0.93)))
+    rotated = dict(zip(runs, (0.80, 0.84, 0.90, 0.86)))
+    by_hand = np.var([0.82, 0.90, 0.86], ddof=1) - np.var([0.91, 0.91, 0.93], ddof=1)
+    assert basis_variance(identity, rotated) == pytest.approx(by_hand)
+    assert basis_variance(rotated, identity) == 0.0
+    assert basis_variance(dict(list(identity.items())[:2]), dict(list(rotated.items())[:2])) == 0.0
+
+
 def test_tost_claims_equivalence_only_inside_the_margin():
     tight = [0.001, -0.002, 0.0, 0.003, -0.001]
     assert tost_equivalent(tight, 0.02)

@@ -48,6 +48,7 @@ class SiteResult:
     reading: str = NOT_RUN
     provisional: bool = False
     note: str = ""
+    once: float = 0.0  # variance of a part of the effect drawn once per world, not resampled by seeds (stats)
 
     @property
     def votes(self) -> bool:
@@ -120,16 +121,17 @@ def per_seed(per_run: dict[RunData, float]) -> dict[str, float]:
 
 
 def summarise(per_run: dict[RunData, float], rule: Callable[[SiteResult, list[float]], str],
-              note: str = "") -> SiteResult:
-    """Per-seed values -> effect, 95% interval and the rule's reading (provisional below MIN_SEEDS)."""
-    result = SiteResult(units=per_seed(per_run), note=note)
+              note: str = "", once: float = 0.0) -> SiteResult:
+    """Per-seed values -> effect, 95% interval and the rule's reading (provisional below MIN_SEEDS);
+    `once`: the variance of a part of the effect the seeds do not resample (`stats.t_interval`)."""
+    result = SiteResult(units=per_seed(per_run), note=note, once=once)
     values = list(result.units.values())
     if not values:
         result.reading = INCONCLUSIVE
         result.note = note or "no run had the data this test needs"
         return result
     result.effect = float(np.mean(values))
-    result.ci = t_interval(values)
+    result.ci = t_interval(values, once=once)
     result.provisional = len(values) < MIN_SEEDS
     if result.provisional:
         result.note = (f"{note}; " if note else "") + f"{len(values)} seed(s) < {MIN_SEEDS}: provisional, no vote"
@@ -138,14 +140,16 @@ def summarise(per_run: dict[RunData, float], rule: Callable[[SiteResult, list[fl
 
 
 def read_sites(result: TestResult, per_site: dict[str, dict[RunData, float]], rule, missing: str,
-               no_power: Callable[[list[dict]], str] | None = None) -> TestResult:
+               no_power: Callable[[list[dict]], str] | None = None,
+               once: dict[str, float] | None = None) -> TestResult:
     """Each site's per-run values -> its `SiteResult` under `rule`; `missing` is the note when no
     site had the data the test needs. A site that was read in every run but scored in none reads
-    `no power`, with `no_power(its detail rows)` saying which of the test's conditions failed."""
+    `no power`, with `no_power(its detail rows)` saying which of the test's conditions failed.
+    `once`: per site, the variance of a part of the effect the seeds do not resample."""
     if not per_site:
         result.note = result.note or missing
     for site, values in per_site.items():
-        result.sites[site] = summarise(values, rule)
+        result.sites[site] = summarise(values, rule, once=(once or {}).get(site, 0.0))
         rows = [d for d in result.details if d.get("site") == site]
         if no_power is not None and rows and not result.sites[site].units:
             result.sites[site].reading, result.sites[site].note = NO_POWER, f"no power: {no_power(rows)}"
@@ -165,7 +169,7 @@ def claim_or_equivalence(positive: str, equivalent: str) -> Callable[[SiteResult
         if lo > 0 and site.effect >= ACC_MARGIN:
             return positive
         provisional_equivalent = site.provisional and abs(site.effect) < EQUIVALENCE_MARGIN
-        if provisional_equivalent or tost_equivalent(values, EQUIVALENCE_MARGIN):
+        if provisional_equivalent or tost_equivalent(values, EQUIVALENCE_MARGIN, once=site.once):
             return equivalent
         return INCONCLUSIVE
 

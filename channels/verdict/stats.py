@@ -6,7 +6,9 @@ orders are averaged first), and n seeds give a Student-t interval of the mean,
 
     mean +- t_{n-1, 1 - a/2} * sd / sqrt(n),
 
-at 95% (a = 0.05) for effect claims and at 90% for equivalence: two one-sided tests (TOST,
+at 95% (a = 0.05) for effect claims and at 90% for equivalence; a test whose effect also varies
+with something drawn once per world, which the seeds do not resample (T1's original basis), adds
+that variance: mean +- t_{n-1, 1 - a/2} * sqrt(sd^2 / n + v_once). TOST is then: two one-sided tests (TOST,
 Schuirmann 1987) at a = 0.05 each claim |mean| < margin exactly when the 90% interval lies inside
 (-margin, margin). With one seed there is no interval (nan).
 """
@@ -19,19 +21,20 @@ import numpy as np
 from scipy import stats
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean of the finite values; (nan, nan) for fewer than 2."""
+def t_interval(values: Sequence[float], level: float = 0.95, once: float = 0.0) -> tuple[float, float]:
+    """Student-t interval of the mean of the finite values, `once` the variance of a part drawn once
+    and not resampled by the seeds (module docstring); (nan, nan) for fewer than 2."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size < 2:
         return (math.nan, math.nan)
-    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * math.sqrt(x.var(ddof=1) / x.size + once)
     return (float(x.mean() - half), float(x.mean() + half))
 
 
-def tost_equivalent(values: Sequence[float], margin: float) -> bool:
+def tost_equivalent(values: Sequence[float], margin: float, once: float = 0.0) -> bool:
     """TOST at a = 0.05: the 90% t-interval of the mean lies inside (-margin, margin)."""
-    lo, hi = t_interval(values, level=0.90)
+    lo, hi = t_interval(values, level=0.90, once=once)
     return bool(math.isfinite(lo) and -margin < lo and hi < margin)
 
 
