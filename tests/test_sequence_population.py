@@ -18,6 +18,7 @@ from channels.verdict.rundata import load_run
 from experiments.cli import main
 from experiments.commands.calibrate import build_parser, plan
 from experiments.config import imp_parser, parse
+from experiments.data import population as population_module
 from experiments.data.population import (
     DEFAULT_POPULATION_SEED,
     POPULATION_RECIPE,
@@ -44,19 +45,27 @@ DEFAULT_NAMES = [
     "hidden_channel_1", "mixed_1", "no_ticket_1", "nothing_to_learn_1", "dial_100", "input_subcircuit_2",
     "input_channel_2", "hidden_subcircuit_2", "hidden_channel_2", "mixed_2", "dial_025", "input_subcircuit_3",
     "input_channel_3", "hidden_subcircuit_3", "hidden_channel_3", "mixed_3", "dial_050", "dial_075"]
-# sha256 of json.dumps([[name, overrides(), describe(), truths, verdict_truth] for every default instance])
-DEFAULT_DIGEST = "34dafb55a15f159997a0e006708a117b1fda384e198bfe26e0e8d5fd197efaf9"
+# sha256 of json.dumps([[name, overrides(), describe(), truths, verdict_truth] for every default instance]),
+# with the hidden_channel unit scales drawn in [0, 1] as then, and re-recorded when the range became [0, 0.5]
+RECORDED_DIGEST = "34dafb55a15f159997a0e006708a117b1fda384e198bfe26e0e8d5fd197efaf9"
+DEFAULT_DIGEST = "f100fc45753008fa3178be41b114af25409cddb36c6d8a86b5701c7edda130d0"
 
 
-def test_the_default_population_is_what_it_was():
+def _digest(population) -> str:
+    described = [[i.name, i.overrides(), i.describe(), i.truths, i.verdict_truth] for i in population]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
+
+
+def test_the_default_population_is_what_it_was(monkeypatch):
     population = draw_population(RECORDED_SEED)
     assert [i.name for i in population] == DEFAULT_NAMES
     assert population[0].overrides()[-8:-5] == ["--data.init_args.world_seed=4886374661314033243",
                                                  "--model.init_args.net.init_args.in_features=40",
                                                  "--model.init_args.net.init_args.hidden=[48, 32, 48]"]
     assert "--data.init_args.label_noise=0.03935211923999718" in population[13].overrides()
-    described = [[i.name, i.overrides(), i.describe(), i.truths, i.verdict_truth] for i in population]
-    assert hashlib.sha256(json.dumps(described).encode()).hexdigest() == DEFAULT_DIGEST
+    assert _digest(population) == DEFAULT_DIGEST
+    monkeypatch.setitem(population_module.RANGES, "unit_scale", (0.0, 1.0))  # nothing else moved with the range
+    assert _digest(draw_population(RECORDED_SEED)) == RECORDED_DIGEST
     assert [i.name for i in draw_population(RECORDED_SEED, quick=True)] == [*DEFAULT_NAMES[:8], "dial_100"]
     assert [i.name for i in draw_population(DEFAULT_POPULATION_SEED)] == DEFAULT_NAMES  # the same families
     assert all(i.recipe is None for i in population)  # the shared recipe (`--recipe`)
