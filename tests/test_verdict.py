@@ -204,7 +204,7 @@ def test_causal_ablation_moves_the_right_way(tiny_worlds, truth):
         assert found["score"] > 0.9 and found["own_units_null"] < 0.2, found
     else:
         assert 0.1 < found["ticket_units"] < 0.4 and found["own_units_null"] > 0.1, found  # above random units
-        assert abs(found["score"]) < 0.2, found  # ... and no better than where no unit is special
+        assert -1 < found["score"] < 0.1, found  # ... (above -1) and no better than where no unit is special (0)
 
 
 @pytest.mark.parametrize("truth", [SUBCIRCUITS, CHANNELS])
@@ -426,3 +426,13 @@ def test_a_units_loading_is_its_part_of_the_channels_output_variance_by_numpy():
     np.testing.assert_allclose(unit_loading(frame, found).numpy(), expected / expected.sum(), rtol=1e-8, atol=1e-12)
     activity = ((found.directions**2) @ found.weights).numpy()
     assert np.abs(activity / activity.sum() - expected / expected.sum()).max() > 0.05  # the double count differs
+
+
+def test_t3s_scale_is_anchored_at_random_units_the_null_and_the_channels_whole_cost():
+    """against_null: -1 at t = 0 (random units' cost), 0 at the null, 1 at t = 1, linear on each side,
+    whatever the null; so a ticket at random units reads -1 at a site with a high null and a low one."""
+    for null in (0.15, 0.45):
+        assert [causal.against_null(t, null) for t in (0.0, null, 1.0)] == pytest.approx([-1.0, 0.0, 1.0])
+        assert causal.against_null(null / 2, null) == pytest.approx(-0.5)
+        assert causal.against_null((1 + null) / 2, null) == pytest.approx(0.5)
+    assert causal.against_null(0.0, 0.02) == pytest.approx(-0.02 / causal.NULL_ROOM)  # a null near 0: room floored

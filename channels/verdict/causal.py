@@ -20,17 +20,24 @@ width, m, k and rank (in a dense rank-2 channel over 48 inputs the best quarter 
 coordinates carries about half the channels, so a ticket that keeps them scores ~0.45 with no unit
 special), so t is read against the same quantity on rotated copies of the site (`Frame.rotated`:
 no unit special by construction; `NULL_ROTATIONS`), the m units holding most of the channels'
-loading B (`unit_loading`), as T4 reads its ratio:
+loading B (`unit_loading`), as T4 reads its ratio (T4 keeps one scale: its ratio has no
+random-units anchor at 0, an interchange of units that move nothing still scores the decisions it
+leaves unchanged):
 
     own(frame) = (drop(B) - drop(R)) / (drop(D) - drop(R)),   t_null = mean own(rotated copies),
-    score = (t - t_null) / (1 - t_null).
+    score = (t - t_null) / (1 - t_null)  if t >= t_null,   (t - t_null) / t_null  below it
+    (`against_null`).
 
 1 when the ticket's units are where the channels are (a subcircuit the ticket found), 0 when they
-do no better than the best units of a site where no unit is special. A low score has two causes,
+do no better than the best units of a site where no unit is special, -1 when they cost no more
+than random units. Each side is scaled by its own room: with one scale, (t - t_null) / (1 - t_null)
+below the null mostly measured the null (a ticket at random units scores -t_null / (1 - t_null),
+-0.3 to -0.9 as the null moves), so a dense site's score wandered with its spectrum (the dial of
+population 20261213 rose back by 0.39 at act.0 with t ~ 0.05 throughout). A low score has two causes,
 and only one is evidence for channels: the channels spread over the units, or they sit in a few
 units the ticket did not keep (an Adam ticket can keep busy units and drop a planted subcircuit's).
 So a seed whose score is below 1/2 is checked against the channels' own units B,
-special = (own(frame) - t_null) / (1 - t_null): a seed with special above 1/2 gives no value
+special = against_null(own(frame), t_null): a seed with special above 1/2 gives no value
 ("the ticket misses the units the channels occupy"): the dense network has a unit structure the
 ticket did not keep, which is no vote for channels. Rule (`midpoint`): subcircuits above 1/2,
 channels below. A seed whose channels cost less than two points beyond random units, or whose
@@ -127,6 +134,14 @@ def ticket_order(frame: Frame, keep: np.ndarray) -> list[int]:
     return list(np.lexsort((np.arange(len(kept)), -kept)))
 
 
+def against_null(value: float, null: float) -> float:
+    """0 at the null, 1 at 1 (the channels' whole cost), -1 at 0 (random units' cost); linear on
+    each side, below the null over max(null, NULL_ROOM)."""
+    if value >= null:
+        return (value - null) / (1.0 - null)
+    return (value - null) / max(null, NULL_ROOM)
+
+
 def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 0) -> dict[str, float]:
     """Accuracy drops of ablating the ticket's m units, m random units and the k top channels; the
     score, and where it is below 1/2, whether the channels' own units are special (module docstring)."""
@@ -168,8 +183,8 @@ def ablations(net, x, y, frame: Frame, ticket_units: Sequence[int], seed: int = 
     null = row["own_units_null"] = float(np.mean(nulls))
     if 1.0 - null < NULL_ROOM:
         return row  # m units of a frame with no special unit already carry the channels: no power
-    row["own_units_special"] = (row["own_units"] - null) / (1.0 - null)
-    row["score"] = (row["ticket_units"] - null) / (1.0 - null)
+    row["own_units_special"] = against_null(row["own_units"], null)
+    row["score"] = against_null(row["ticket_units"], null)
     if row["score"] < MIDPOINT and row["own_units_special"] > MIDPOINT:
         row["score"] = math.nan  # the ticket misses the units the channels occupy: no vote for channels
     return row
@@ -215,7 +230,8 @@ def why_no_power(rows: list[dict]) -> str:
 TEST = TicketTest(
     "T3", "the ticket's units: ablation against random units and the channels",
     "t = (drop(ablate the m units the ticket keeps most) - drop(m random units)) / (drop(the k top channels) - "
-    "drop(m random units)), m = units the channels occupy, dense net, held-out data; score = (t - t_null) / (1 - t_null)",
+    "drop(m random units)), m = units the channels occupy, dense net, held-out data; score = (t - t_null) / (1 - t_null) "
+    "above the null, (t - t_null) / t_null below it",
     "the same ratio for the best m units of rotated copies of the site (no unit special), subtracted and scaled",
     MIDPOINT_RULE, votes=True, run=run, figure=figures.score,
     columns=("run", "site", "k", "m", "units", "accuracy", "drop_ticket_units", "drop_random_units", "drop_channels",
