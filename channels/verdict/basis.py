@@ -7,6 +7,10 @@ input space for an MLP, the residual stream for a GPT-2), and retrain both the s
 Statistic per seed, at the sparsest level both arms ran: test accuracy identity - rotated.
 Null: 0, the basis does not matter to magnitude pruning.
 
+A subcircuit in a privileged basis (a few input coordinates) is lost when its coordinates are
+mixed: the gap is positive; a basis-free channel (a dense subspace) is as easy to find in any
+basis: the gap is 0.
+
 The original basis is one basis, the same in every seed, while the rotated arm draws a new one per
 seed. Where no basis is special, the original one is just another draw (x and the normal init are
 rotation-invariant), and a draw can favour magnitude pruning by chance: a dense random frame loads
@@ -16,9 +20,7 @@ variance across seeds beyond the identity arm's (`basis_variance`, stats.t_inter
 Without it T1 read subcircuits at one dense input in each of four fresh populations (gaps 1.3-3.3
 points, with the rotated arm's accuracies spread 0.7-3.1 points across seeds against the identity
 arm's 0.8-2.4); with it, three of the four fall inside the interval, and every planted subcircuit
-input keeps its reading (gaps 6.7-52 points). A subcircuit in a privileged basis
-(a few input coordinates) is lost when its coordinates are mixed: the gap is positive; a
-basis-free channel (a dense subspace) is as easy to find in any basis: the gap is 0.
+input keeps its reading (gaps 6.7-52 points).
 
 Only SGD makes the comparison clean: it is equivariant to the rotation, so the arms differ only
 in what magnitude pruning sees, provided the init is as likely in either basis. A Gaussian init is

@@ -33,9 +33,11 @@ do no better than the best units of a site where no unit is special, -1 when the
 than random units. Each side is scaled by its own room: with one scale, (t - t_null) / (1 - t_null)
 below the null mostly measured the null (a ticket at random units scores -t_null / (1 - t_null),
 -0.3 to -0.9 as the null moves), so a dense site's score wandered with its spectrum (the dial of
-population 20261213 rose back by 0.39 at act.0 with t ~ 0.05 throughout). A low score has two causes,
-and only one is evidence for channels: the channels spread over the units, or they sit in a few
-units the ticket did not keep (an Adam ticket can keep busy units and drop a planted subcircuit's).
+population 20261213 rose back by 0.39 at act.0 with t ~ 0.05 throughout).
+
+A low score has two causes, and only one is evidence for channels: the channels spread over the
+units, or they sit in a few units the ticket did not keep (an Adam ticket can keep busy units and
+drop a planted subcircuit's).
 So a seed whose score is below 1/2 is checked against the channels' own units B,
 special = against_null(own(frame), t_null): a seed with special above 1/2 gives no value
 ("the ticket misses the units the channels occupy"): the dense network has a unit structure the

@@ -9,8 +9,8 @@ the difference of the two means, sqrt(h_0^2 + h_1^2) with h the half-widths of t
 t-intervals (two independent means: the margin of their difference). A series is **monotone**
 when no step is a reversal and **strictly monotone** when no step rises by more than `SLACK` at
 all. The verdict moves monotonically when it never steps back along subcircuits -> mixed or
-inconclusive -> channels. Only the sites where the dial plants a truth (input, act.0) decide; a hidden layer the dial
-plants nothing in has no direction to move in and is shown, not scored."""
+inconclusive -> channels. Only the sites where the dial plants a truth (input, act.0) decide; a
+hidden layer the dial plants nothing in has no direction to move in and is shown, not scored."""
 from __future__ import annotations
 
 import math

@@ -6,11 +6,11 @@ orders are averaged first), and n seeds give a Student-t interval of the mean,
 
     mean +- t_{n-1, 1 - a/2} * sd / sqrt(n),
 
-at 95% (a = 0.05) for effect claims and at 90% for equivalence; a test whose effect also varies
-with something drawn once per world, which the seeds do not resample (T1's original basis), adds
-that variance: mean +- t_{n-1, 1 - a/2} * sqrt(sd^2 / n + v_once). TOST is then: two one-sided tests (TOST,
+at 95% (a = 0.05) for effect claims and at 90% for equivalence: two one-sided tests (TOST,
 Schuirmann 1987) at a = 0.05 each claim |mean| < margin exactly when the 90% interval lies inside
-(-margin, margin). With one seed there is no interval (nan).
+(-margin, margin). With one seed there is no interval (nan). A test whose effect also varies with
+something drawn once per world, which the seeds do not resample (T1's original basis), adds that
+variance v_once: mean +- t_{n-1, 1 - a/2} * sqrt(sd^2 / n + v_once).
 """
 from __future__ import annotations
 

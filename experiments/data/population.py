@@ -32,7 +32,13 @@ from lth.seeds import derive_seed
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "planted"
 POPULATION_RECIPE = RECIPES / "population.yaml"  # the shared recipe of the MLP worlds
 
-DEFAULT_POPULATION_SEED = 20261214  # fresh: the rules were developed on population seeds 0..9, T0's error ratio on 20261202, T3's own-units check on 20261203, T1's power arm on 20261204, the unit loading on 20261205, the no_ticket scale and the sequence recipes' density on 20261206, the unclear T0, T3's same-shape null, the 90% counts and the normal init on 20261205-07, the dial's noise-aware reversal before 20261211, the unit-scale range and T1's one-draw variance on 20261209-12, T3's scale below its null on 20261213
+# Fresh: never used while the rules and worlds were written. They were developed on population seeds
+# 0..9, T0's error ratio on 20261202, T3's own-units check on 20261203, T1's power arm on 20261204, the
+# unit loading on 20261205, the no_ticket scale and the sequence recipes' density on 20261206, the
+# unclear T0, T3's same-shape null, the 90% counts and the normal init on 20261205-07, the dial's
+# noise-aware reversal before 20261211, the unit-scale range and T1's one-draw variance on
+# 20261209-12, T3's scale below its null on 20261213.
+DEFAULT_POPULATION_SEED = 20261214
 RANGES = {
     "in_features": (24, 32, 40, 48),
     "width": (32, 48, 64),

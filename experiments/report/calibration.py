@@ -60,9 +60,15 @@ def dial_figure(result: dict, files: ReportFiles) -> list[Figure]:
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     path = save_figure(fig, files.figures / "calibration_dial.png")
-    return [Figure("calibration_dial", path, "The dial: every voting statistic against alpha (mean and 95% interval over seeds at the "
-                   "planted sites), the verdict on top; each should fall as the planted structure moves from "
-                   "unit-aligned to dense.")]
+    return [Figure("calibration_dial", path,
+                   "The dial: every voting statistic against alpha (mean and 95% interval over seeds at the planted "
+                   "sites), the verdict on top; each should fall as the planted structure moves from unit-aligned "
+                   "to dense.")]
+
+
+def _yes_or(holds: bool, exceptions: list[str]) -> str:
+    """`yes`, or `no` with the exceptions in brackets."""
+    return "yes" if holds else "no" + (f" ({', '.join(exceptions)})" if exceptions else "")
 
 
 def _rate_line(name: str, found: dict) -> str:
@@ -78,13 +84,13 @@ def calibration_document(result: dict, figures: list[Figure]) -> Document:
                + (", ".join(result["opposite"]) or "none")]
     if dial:
         planted = {k: s for k, s in dial["statistics"].items() if s["planted"]}
+        reversals = [f"{k} {a0}->{a1}" for k, s in planted.items() for a0, a1 in s["reversals"]]
         bullets.append("dial: verdicts " + ", ".join(f"{a}: {v}" for a, v in zip(dial["alphas"], dial["verdicts"]))
-                       + " (monotone: " + ("yes" if dial["verdict_monotone"] else "no") + ")"
-                       + "; at the planted sites every voting statistic monotone (no rise beyond "
-                       + f"{SLACK} plus the seeds' 95% margin): " + ("yes" if dial["monotone"] else "no (" + ", ".join(
-                           f"{k} {a0}->{a1}" for k, s in planted.items() for a0, a1 in s["reversals"]) + ")")
-                       + f"; strictly (no rise beyond {SLACK}): " + ("yes" if dial["strict"] else "no (" + ", ".join(
-                           k for k, s in planted.items() if not s["strict"]) + ")"))
+                       + f" (monotone: {_yes_or(dial['verdict_monotone'], [])})"
+                       + f"; at the planted sites every voting statistic monotone (no rise beyond {SLACK} plus the "
+                       + f"seeds' 95% margin): {_yes_or(dial['monotone'], reversals)}"
+                       + f"; strictly (no rise beyond {SLACK}): "
+                       + _yes_or(dial["strict"], [k for k, s in planted.items() if not s["strict"]]))
     summary = Section("Calibration", [calibration_paragraph(result)], bullets=bullets,
                       tables=[confusion_table(result["confusion"]["verdict"], "verdict: truth x reading", console=True),
                               confusion_table(result["confusion"]["sites"], "planted sites: truth x reading",
